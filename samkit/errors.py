@@ -1,0 +1,31 @@
+"""Exceptions raised by samkit.
+
+Every error a user can trigger with bad input derives from :class:`SamkitError`, so callers (and
+the CLI) can tell user errors from bugs. Messages say what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class SamkitError(Exception):
+    """Base class of all samkit errors caused by input, files or environment."""
+
+
+class CheckpointError(SamkitError):
+    """A checkpoint file is missing, unreadable, unsafe or does not match a known architecture."""
+
+
+class DownloadError(SamkitError):
+    """A checkpoint could not be downloaded or failed verification."""
+
+
+class ImageError(SamkitError):
+    """An image source could not be read or converted."""
+
+
+class PromptError(SamkitError):
+    """A prompt (points, labels, boxes, masks) is malformed or out of range."""
+
+
+class ExportError(SamkitError):
+    """An export format or option is not supported, or exported files do not fit together."""
