@@ -1,0 +1,200 @@
+"""Meta-style low-level predictor: cache one image embedding, then decode many prompts.
+
+Two levels: :meth:`SamPredictor.predict_torch` takes tensors already in the model's input frame
+(batched, ``B`` prompts at once); :meth:`SamPredictor.predict` takes NumPy prompts in original
+image pixels and returns NumPy arrays, exactly like ``segment_anything.SamPredictor``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import ImageError, PromptError
+from .models import Sam
+from .transforms import resize_longest_side, scale_boxes, scale_coords
+
+
+class SamPredictor:
+    """Computes the image embedding once (:meth:`set_image`) and answers prompts against it."""
+
+    def __init__(self, sam_model: Sam) -> None:
+        self.model = sam_model
+        self.reset_image()
+
+    # -- image -----------------------------------------------------------------------------
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Encode an ``H x W x 3`` uint8 image (``image_format`` "RGB" or "BGR")."""
+        if image_format not in ("RGB", "BGR"):
+            raise ImageError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ImageError(
+                f"expected an H x W x 3 image, got an array of shape {image.shape}; convert "
+                "grayscale/RGBA images to 3-channel RGB first"
+            )
+        if image.dtype != np.uint8:
+            raise ImageError(f"expected a uint8 image (0-255), got dtype {image.dtype}")
+        if min(image.shape[:2]) < 1:
+            raise ImageError(f"the image is empty (shape {image.shape})")
+        if image_format != self.model.image_format:
+            image = image[..., ::-1]
+        resized = resize_longest_side(image, self.model.image_size)
+        tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        self.set_torch_image(tensor, image.shape[:2])
+
+    @torch.inference_mode()
+    def set_torch_image(
+        self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]
+    ) -> None:
+        """Encode a resized ``1 x 3 x h x w`` image (long side = model input size, 0-255 values)."""
+        if transformed_image.ndim != 4 or transformed_image.shape[1] != 3:
+            raise ImageError(
+                f"expected a 1 x 3 x h x w tensor, got {tuple(transformed_image.shape)}"
+            )
+        if max(transformed_image.shape[2:]) != self.model.image_size:
+            raise ImageError(
+                f"the long side of the transformed image must be {self.model.image_size}, got "
+                f"{tuple(transformed_image.shape[2:])}"
+            )
+        self.reset_image()
+        self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
+        self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
+        x = self.model.preprocess(transformed_image.to(self.device))
+        self.features = self.model.image_encoder(x)
+        self.is_image_set = True
+
+    def reset_image(self) -> None:
+        """Forget the current image and its embedding."""
+        self.is_image_set = False
+        self.features: torch.Tensor | None = None
+        self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The cached embedding, ``1 x C x h x w``."""
+        self._require_image()
+        return self.features
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def transform_sizes(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``(original_size, input_size)`` of the current image."""
+        self._require_image()
+        return self.original_size, self.input_size
+
+    def _require_image(self) -> None:
+        if not self.is_image_set:
+            raise PromptError("no image is set: call set_image(image) before predicting")
+
+    # -- prompts ---------------------------------------------------------------------------
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for one object from prompts in original-image pixels.
+
+        Args:
+            point_coords: ``N x 2`` (x, y) points. point_labels: ``N`` (1 fg, 0 bg).
+            box: ``4`` XYXY box. mask_input: ``1 x 256 x 256`` low-res logits of an earlier call.
+        Returns:
+            ``(masks C x H x W bool (float logits if return_logits), iou C, low_res_logits C x 256 x 256)``
+            with C = 3 when ``multimask_output`` else 1.
+        """
+        self._require_image()
+        coords_t = labels_t = box_t = mask_t = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise PromptError("point_labels must be given with point_coords")
+            coords = np.asarray(point_coords, dtype=np.float64)
+            labels = np.asarray(point_labels)
+            if coords.ndim != 2 or coords.shape[1] != 2:
+                raise PromptError(f"point_coords must be N x 2, got shape {coords.shape}")
+            if labels.shape != (coords.shape[0],):
+                raise PromptError(
+                    f"point_labels must have one label per point ({coords.shape[0]}), got shape {labels.shape}"
+                )
+            coords = scale_coords(coords, self.original_size, self.input_size)
+            coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
+            labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]
+        if box is not None:
+            b = np.asarray(box, dtype=np.float64)
+            if b.size != 4:
+                raise PromptError(f"box must have 4 values (x1, y1, x2, y2), got shape {b.shape}")
+            b = scale_boxes(b.reshape(1, 4), self.original_size, self.input_size)
+            box_t = torch.as_tensor(b, dtype=torch.float, device=self.device)
+        if mask_input is not None:
+            m = np.asarray(mask_input, dtype=np.float32)
+            size = self.model.prompt_encoder.mask_input_size
+            if m.shape != (1, *size):
+                raise PromptError(
+                    f"mask_input must be 1 x {size[0]} x {size[1]} logits, got shape {m.shape}"
+                )
+            mask_t = torch.as_tensor(m, device=self.device)[None]
+        masks, iou, low_res = self.predict_torch(
+            coords_t, labels_t, box_t, mask_t, multimask_output, return_logits
+        )
+        return (
+            masks[0].float().cpu().numpy() if return_logits else masks[0].cpu().numpy(),
+            iou[0].float().cpu().numpy(),
+            low_res[0].float().cpu().numpy(),
+        )
+
+    @torch.inference_mode()
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decode ``B`` prompts at once; inputs are in the model's input frame (resized pixels).
+
+        Args:
+            point_coords: ``B x N x 2``; point_labels: ``B x N``; boxes: ``B x 4`` XYXY;
+            mask_input: ``B x 1 x 256 x 256`` logits.
+        Returns:
+            ``(masks B x C x H x W, iou B x C, low_res_logits B x C x 256 x 256)``.
+        """
+        self._require_image()
+        low_res, iou = self.decode(point_coords, point_labels, boxes, mask_input, multimask_output)
+        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        return masks, iou, low_res
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits ``B x C x 256 x 256`` and IoU ``B x C``, without upsampling."""
+        self._require_image()
+        points = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise PromptError("point_labels must be given with point_coords")
+            points = (point_coords.to(self.device), point_labels.to(self.device))
+        if boxes is not None:
+            boxes = boxes.to(self.device)
+        if mask_input is not None:
+            mask_input = mask_input.to(self.device)
+        model = self.model
+        sparse, dense = model.prompt_encoder(points, boxes, mask_input)
+        return model.mask_decoder(
+            self.features, model.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output
+        )
