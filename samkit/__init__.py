@@ -1,21 +1,55 @@
-"""samkit: a fast, safe, standalone toolkit for the Segment Anything Model family."""
+"""samkit: a fast, safe, standalone toolkit for the Segment Anything Model family.
 
-from .errors import CheckpointError, DownloadError, ImageError, PromptError, SamkitError
-from .model import SAM
-from .predictor import SamPredictor
-from .registry import VARIANTS, ModelConfig
+The public API is imported lazily, so that ``import samkit`` is fast and torch-free parts
+(the onnxruntime predictor, result converters) work where torch is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "SAM",
-    "VARIANTS",
-    "CheckpointError",
-    "DownloadError",
-    "ImageError",
-    "ModelConfig",
-    "PromptError",
-    "SamPredictor",
-    "SamkitError",
-    "__version__",
-]
+# public name -> module that defines it
+_EXPORTS = {
+    "SAM": "samkit.model",
+    "SamPredictor": "samkit.predictor",
+    "ModelConfig": "samkit.registry",
+    "VARIANTS": "samkit.registry",
+    "SamkitError": "samkit.errors",
+    "CheckpointError": "samkit.errors",
+    "DownloadError": "samkit.errors",
+    "ImageError": "samkit.errors",
+    "PromptError": "samkit.errors",
+    "ExportError": "samkit.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'samkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .errors import (
+        CheckpointError,
+        DownloadError,
+        ExportError,
+        ImageError,
+        PromptError,
+        SamkitError,
+    )
+    from .model import SAM
+    from .predictor import SamPredictor
+    from .registry import VARIANTS, ModelConfig

@@ -315,7 +315,9 @@ def _infer_tiny_vit(sd: Mapping[str, torch.Tensor], keys: list[str]) -> TinyViTC
         if i == 0:
             hidden, dim = _shape(sd, p + "layers.0.blocks.0.conv1.c.weight")[:2]
             expand = hidden / dim
-            heads.append(1)
+            heads.append(
+                max(1, dim // 32)
+            )  # unused (stage 0 is convolutional); TinyViT's head dim 32
             windows.append(7)
         else:
             dim = _shape(sd, f"{p}layers.{i}.blocks.0.attn.qkv.weight")[1]
