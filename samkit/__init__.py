@@ -7,7 +7,7 @@ The public API is imported lazily, so that ``import samkit`` is fast and torch-f
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -40,16 +40,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(__all__)
 
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .errors import (
-        CheckpointError,
-        DownloadError,
-        ExportError,
-        ImageError,
-        PromptError,
-        SamkitError,
-    )
-    from .model import SAM
-    from .predictor import SamPredictor
-    from .registry import VARIANTS, ModelConfig
