@@ -1,0 +1,26 @@
+"""Plain tensor/array operations: boxes, NMS, RLE, polygons and mask region clean-up.
+
+No models, no files: every function takes and returns torch tensors, numpy arrays or plain
+Python data. Boxes are in pixels; the box format (XYXY or XYWH) is part of each name or
+docstring.
+"""
+
+from samkit.ops.boxes import (
+    box_area,
+    box_iou,
+    clip_boxes,
+    mask_to_box_xyxy,
+    masks_to_boxes_xyxy,
+    xywh_to_xyxy,
+    xyxy_to_xywh,
+)
+
+__all__ = [
+    "box_area",
+    "box_iou",
+    "clip_boxes",
+    "mask_to_box_xyxy",
+    "masks_to_boxes_xyxy",
+    "xywh_to_xyxy",
+    "xyxy_to_xywh",
+]
