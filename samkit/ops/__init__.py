@@ -14,13 +14,16 @@ from samkit.ops.boxes import (
     xywh_to_xyxy,
     xyxy_to_xywh,
 )
+from samkit.ops.nms import batched_nms, nms
 
 __all__ = [
+    "batched_nms",
     "box_area",
     "box_iou",
     "clip_boxes",
     "mask_to_box_xyxy",
     "masks_to_boxes_xyxy",
+    "nms",
     "xywh_to_xyxy",
     "xyxy_to_xywh",
 ]
