@@ -15,15 +15,31 @@ from samkit.ops.boxes import (
     xyxy_to_xywh,
 )
 from samkit.ops.nms import batched_nms, nms
+from samkit.ops.rle import (
+    area_from_rle,
+    coco_to_rle,
+    encode_coco_rle,
+    mask_to_rle,
+    masks_to_rle_torch,
+    rle_to_coco,
+    rle_to_mask,
+)
 
 __all__ = [
+    "area_from_rle",
     "batched_nms",
     "box_area",
     "box_iou",
     "clip_boxes",
+    "coco_to_rle",
+    "encode_coco_rle",
     "mask_to_box_xyxy",
+    "mask_to_rle",
     "masks_to_boxes_xyxy",
+    "masks_to_rle_torch",
     "nms",
+    "rle_to_coco",
+    "rle_to_mask",
     "xywh_to_xyxy",
     "xyxy_to_xywh",
 ]
