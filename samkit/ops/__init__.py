@@ -15,6 +15,12 @@ from samkit.ops.boxes import (
     xyxy_to_xywh,
 )
 from samkit.ops.nms import batched_nms, nms
+from samkit.ops.polygons import (
+    mask_to_polygons,
+    merge_polygons,
+    normalize_polygon,
+    polygons_to_mask,
+)
 from samkit.ops.rle import (
     area_from_rle,
     coco_to_rle,
@@ -34,10 +40,14 @@ __all__ = [
     "coco_to_rle",
     "encode_coco_rle",
     "mask_to_box_xyxy",
+    "mask_to_polygons",
     "mask_to_rle",
     "masks_to_boxes_xyxy",
     "masks_to_rle_torch",
+    "merge_polygons",
     "nms",
+    "normalize_polygon",
+    "polygons_to_mask",
     "rle_to_coco",
     "rle_to_mask",
     "xywh_to_xyxy",
