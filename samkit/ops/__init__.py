@@ -21,6 +21,7 @@ from samkit.ops.polygons import (
     normalize_polygon,
     polygons_to_mask,
 )
+from samkit.ops.regions import remove_small_regions
 from samkit.ops.rle import (
     area_from_rle,
     coco_to_rle,
@@ -48,6 +49,7 @@ __all__ = [
     "nms",
     "normalize_polygon",
     "polygons_to_mask",
+    "remove_small_regions",
     "rle_to_coco",
     "rle_to_mask",
     "xywh_to_xyxy",
