@@ -23,6 +23,10 @@ _EXPORTS = {
     "ImageError": "samkit.errors",
     "PromptError": "samkit.errors",
     "ExportError": "samkit.errors",
+    "DatasetError": "samkit.errors",
+    "DependencyError": "samkit.errors",
+    "auto_annotate": "samkit.annotate",
+    "AnnotateSummary": "samkit.annotate",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -39,4 +43,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
