@@ -23,6 +23,7 @@ import torch
 from .annotate_writers import CocoWriter, SegmentedObject, YoloWriter
 from .datasets_io import CocoBoxes, YoloLabelBoxes, read_names_file
 from .detectors import (
+    BoxSource,
     CallableDetector,
     Detections,
     UltralyticsDetector,
@@ -173,7 +174,7 @@ def auto_annotate(
 def _run(todo, root, source, keep, predictor, writer, summary, progress) -> None:
     from tqdm import tqdm
 
-    to_output = getattr(source, "to_output_ids", None) if summary.format == "yolo" else None
+    to_output = source.to_output_ids if summary.format == "yolo" else None
     for rel in tqdm(todo, desc="auto_annotate", unit="img", disable=not progress):
         path = root / rel
         try:
@@ -309,7 +310,7 @@ def _box_source(det_model, labels, images, conf, iou, imgsz, max_det, keep, devi
     )
 
 
-class _ThresholdedDetector:
+class _ThresholdedDetector(BoxSource):
     """A callable detector with ``conf`` and ``max_det`` applied (order otherwise kept)."""
 
     def __init__(self, detector: CallableDetector, conf: float, max_det: int) -> None:
@@ -317,8 +318,6 @@ class _ThresholdedDetector:
         self.conf = conf
         self.max_det = max_det
         self.names = detector.names
-        self.to_output_ids = None
-        self.image_ids = None
 
     def __call__(self, rel: PurePosixPath, image: np.ndarray) -> Detections:
         dets = self.detector(rel, image)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .detectors import Detections, normalize_names
+from .detectors import BoxSource, Detections, normalize_names
 from .errors import DatasetError, DependencyError
 
 logger = logging.getLogger("samkit.annotate")
@@ -98,7 +98,7 @@ def data_yaml_text(images_root: Path, names: dict[int, str]) -> str:
 
 
 # -- YOLO detection labels -----------------------------------------------------------------------
-class YoloLabelBoxes:
+class YoloLabelBoxes(BoxSource):
     """Boxes from a YOLO label folder; a missing label file means an image without objects."""
 
     def __init__(self, label_dir: str | os.PathLike, images: list[PurePosixPath]) -> None:
@@ -111,8 +111,6 @@ class YoloLabelBoxes:
                 f"{self.label_path(images[0])}); give the folder holding the images' .txt files"
             )
         self.names = find_names(self.label_dir)
-        self.to_output_ids: dict[int, int] | None = None  # YOLO ids are already 0..K-1
-        self.image_ids: dict[PurePosixPath, Any] | None = None
 
     def label_path(self, rel: PurePosixPath) -> Path:
         return self.label_dir / rel.with_suffix(".txt")
@@ -177,7 +175,7 @@ def _parse_yolo_line(line: str, where: str) -> tuple[np.ndarray, int, float]:
 
 
 # -- COCO detection JSON -------------------------------------------------------------------------
-class CocoBoxes:
+class CocoBoxes(BoxSource):
     """Boxes from a COCO JSON. Images are matched by ``file_name`` (relative path, else base
     name); for YOLO output, category ids are mapped to 0..K-1 in increasing id order."""
 

@@ -72,6 +72,22 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+class BoxSource:
+    """Where an image's boxes come from. Call with ``(relative path, RGB image)``.
+
+    ``names``: ``{class id: name}`` when known. ``to_output_ids``: a map of the source's class
+    ids to YOLO's contiguous 0..K-1 (None: already contiguous). ``image_ids``: COCO image ids
+    to keep in the output (None: numbered in file order).
+    """
+
+    names: dict[int, str] | None = None
+    to_output_ids: dict[int, int] | None = None
+    image_ids: dict[PurePosixPath, Any] | None = None
+
+    def __call__(self, rel: PurePosixPath, image: np.ndarray) -> Detections:
+        raise NotImplementedError
+
+
 def normalize_names(names: Any) -> dict[int, str] | None:
     """Class names as ``{id: name}`` from a dict, a list/tuple (index = id) or None."""
     if names is None:
@@ -88,7 +104,7 @@ def normalize_names(names: Any) -> dict[int, str] | None:
     )
 
 
-class CallableDetector:
+class CallableDetector(BoxSource):
     """Wraps ``fn(image) -> (boxes_xyxy, class_ids[, scores])``; ``image`` is H x W x 3 RGB uint8.
 
     ``boxes_xyxy`` is N x 4 in pixels of that image. Class names are taken from ``fn.names``
@@ -109,7 +125,7 @@ class CallableDetector:
         return Detections.from_arrays(*out)
 
 
-class UltralyticsDetector:
+class UltralyticsDetector(BoxSource):
     """An Ultralytics YOLO detection model (a weights path/name or a loaded ``YOLO`` object).
 
     Runs ``model.predict`` on the BGR image with the given thresholds; class names come from

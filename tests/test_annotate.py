@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -359,3 +365,59 @@ def test_conf_max_det_and_classes_filter_callable_boxes(tmp_path):
     assert classes_written(conf=0.0) == [0, 1, 2, 1]
     assert classes_written(conf=0.0, max_det=2) == [0, 1]  # the two best, in detector order
     assert classes_written(conf=0.0, classes=[1]) == [1, 1]
+
+
+KILLED_RUN = """
+import os, sys, time
+import torch
+torch.set_num_threads(1)
+import samkit.annotate_writers as writers
+from samkit import auto_annotate
+from tests.annotate_helpers import BoxDetector
+from tests.conftest import tiny_model
+
+real_replace = os.replace
+calls = []
+
+def stalling_replace(src, dst):  # the 4th label file is written but never renamed
+    calls.append(dst)
+    if len(calls) == 4:
+        time.sleep(600)
+    real_replace(src, dst)
+
+writers.os.replace = stalling_replace
+auto_annotate(sys.argv[1], det_model=BoxDetector(), sam_model=tiny_model(),
+              output_dir=sys.argv[2], progress=False)
+"""
+
+
+def test_sigkilled_run_resumes_to_the_same_files(tmp_path, sam):
+    """A real process killed (SIGKILL) mid-write: no partial label visible; resuming gives the
+    same files as a clean run."""
+    make_folder(tmp_path / "images", 6)
+    clean, out = tmp_path / "clean", tmp_path / "killed"
+    args = dict(det_model=BoxDetector(), sam_model=sam, progress=False)
+    auto_annotate(tmp_path / "images", output_dir=clean, **args)
+    script = tmp_path / "run.py"
+    script.write_text(KILLED_RUN)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "images"), str(out)], cwd=repo, env=env
+    )
+    try:
+        deadline = time.monotonic() + 300
+        tmp_files: list[Path] = []
+        while not tmp_files and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            tmp_files = list((out / WORK_DIR / "tmp").glob("*.tmp"))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert tmp_files, "the run never reached its 4th label file"
+    labels = sorted(p.name for p in out.glob("*.txt"))
+    assert labels == ["im0.txt", "im1.txt", "im2.txt"]  # im3.txt only exists as a temporary
+    assert all((out / name).read_bytes() == (clean / name).read_bytes() for name in labels)
+    summary = auto_annotate(tmp_path / "images", output_dir=out, **args)
+    assert (summary.skipped, summary.annotated) == (3, 3)
+    assert tree(out) == tree(clean)
