@@ -200,6 +200,9 @@ class CocoWriter(_Writer):
         """Assemble the COCO JSON from the partial results of all images in ``images``."""
         coco_images, annotations = [], []
         seen: set[int] = set()
+        image_ids = image_ids or {}
+        # Images without an input id are numbered after the largest input id, in file order.
+        base = max((v for v in image_ids.values() if isinstance(v, int)), default=0)
         for index, rel in enumerate(images):
             path = self.result_path(rel)
             if not path.is_file():
@@ -209,7 +212,7 @@ class CocoWriter(_Writer):
             except (OSError, ValueError) as exc:
                 logger.warning("%s: unreadable partial result %s (%s), left out", rel, path, exc)
                 continue
-            image_id = image_ids[rel] if image_ids and rel in image_ids else index + 1
+            image_id = image_ids.get(rel, base + index + 1)
             coco_images.append(
                 {
                     "id": image_id,

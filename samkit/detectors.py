@@ -37,6 +37,15 @@ class Detections:
     @classmethod
     def from_arrays(cls, boxes_xyxy: Any, class_ids: Any, scores: Any = None) -> Detections:
         """Validate and convert array-likes (numpy, torch, lists); raises :class:`DatasetError`."""
+        try:
+            return cls._from_arrays(boxes_xyxy, class_ids, scores)
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(
+                f"boxes, class ids and scores must be numeric arrays: {exc}"
+            ) from exc
+
+    @classmethod
+    def _from_arrays(cls, boxes_xyxy: Any, class_ids: Any, scores: Any) -> Detections:
         boxes = _as_numpy(boxes_xyxy).astype(np.float64)
         if boxes.size == 0:
             boxes = boxes.reshape(0, 4)

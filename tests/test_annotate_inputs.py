@@ -129,10 +129,12 @@ def _coco_dataset(tmp_path):
 
 def test_coco_boxes_become_coco_masks(tmp_path, sam):
     images, path, _ = _coco_dataset(tmp_path)
+    (tmp_path / "images" / "im3.png").write_bytes((tmp_path / "images" / "im0.png").read_bytes())
     out = tmp_path / "out"
     auto_annotate(tmp_path / "images", labels=path, sam_model=sam, format="coco", output_dir=out)
     data = json.loads((out / "annotations.json").read_text())
-    assert [im["id"] for im in data["images"]] == [11, 12, 13]  # ids of the input kept
+    # ids of the input kept; an image not in the input is numbered after them (13 + 3 + 1)
+    assert [im["id"] for im in data["images"]] == [11, 12, 13, 17]
     assert data["categories"] == [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
     anns = data["annotations"]
     assert [(a["image_id"], a["category_id"], a["score"]) for a in anns] == [

@@ -10,9 +10,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from samkit import ImageError
+from samkit import DatasetError, ImageError
 from samkit.annotate_writers import SegmentedObject, coco_annotation, yolo_lines
 from samkit.datasets_io import data_yaml_text, read_names_file
+from samkit.detectors import Detections
 from samkit.image_files import list_images, read_image
 from samkit.ops import polygons_to_mask
 
@@ -131,3 +132,21 @@ def test_data_yaml_and_names_files(tmp_path):
     assert read_names_file(tmp_path / "list.yaml") == {0: "x", 1: "y"}
     (tmp_path / "classes.txt").write_text("cat\n\ndog\n")
     assert read_names_file(tmp_path / "classes.txt") == {0: "cat", 2: "dog"}
+
+
+def test_detections_validation():
+    dets = Detections.from_arrays([[1, 2, 3, 4]], np.array([2.0]))
+    assert dets.class_ids.dtype == np.int64 and dets.scores.tolist() == [1.0]
+    bad = [
+        ([[1, 2, 3]], [0], None, "N x 4"),
+        ([[1, 2, 3, 4]], [0, 1], None, "class ids"),
+        ([[1, 2, 3, 4]], [0.5], None, "non-negative integers"),
+        ([[1, 2, 3, 4]], [-1], None, "non-negative integers"),
+        ([[1, 2, 3, 4]], [0], [0.1, 0.2], "scores"),
+        ([[1, 2, float("nan"), 4]], [0], None, "finite"),
+        ([[1, 2, 3, 4]], [None], None, "class ids"),
+        ([[1, 2, 3, 4], [1, 2]], [0, 0], None, "numeric"),
+    ]
+    for boxes, classes, scores, match in bad:
+        with pytest.raises(DatasetError, match=match):
+            Detections.from_arrays(boxes, classes, scores)
