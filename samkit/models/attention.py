@@ -58,8 +58,9 @@ def rel_pos_attention(
     table_h = table_h.to(q.dtype)
     table_w = table_w.to(q.dtype)
     chunk = max(1, min(g, max_bias_elements // (n * n)))
-    # Eager mode reuses one buffer; tracing (ONNX export) and compiling get plain functional ops.
-    reuse = not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+    # Eager inference reuses one buffer; autograd, tracing (ONNX export) and torch.compile get
+    # plain functional ops.
+    reuse = not (torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling())
     buffer = q.new_empty(chunk, h, w, h, w) if reuse else None
     outs = []
     for start in range(0, g, chunk):
@@ -74,7 +75,10 @@ def rel_pos_attention(
             bias = rel_h + rel_w
         outs.append(
             F.scaled_dot_product_attention(
-                qc[None], k[start:stop][None], v[start:stop][None], attn_mask=bias.view(1, -1, n, n)
+                qc[None],
+                k[start:stop][None],
+                v[start:stop][None],
+                attn_mask=bias.reshape(1, -1, n, n),
             )[0]
         )
     return outs[0] if len(outs) == 1 else torch.cat(outs)

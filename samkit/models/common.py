@@ -24,7 +24,7 @@ class LayerNorm2d(nn.Module):
         if x.dtype in (torch.bfloat16, torch.float16):
             x = x.float()
         weight, bias = self.weight.to(x.dtype), self.bias.to(x.dtype)
-        y = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], weight, bias, self.eps)
+        y = F.layer_norm(x.permute(0, 2, 3, 1), weight.shape, weight, bias, self.eps)
         return y.permute(0, 3, 1, 2)
 
 
@@ -70,7 +70,8 @@ class MLP(nn.Module):
 def pad_with(x: torch.Tensor, window: int, value: torch.Tensor | None) -> torch.Tensor:
     """Pad ``B x H x W x C`` bottom/right to multiples of ``window`` with ``value`` (``C``; None = 0)."""
     b, h, w, c = x.shape
-    hp, wp = -(-h // window) * window, -(-w // window) * window
+    # (positive operands only: ONNX integer division truncates instead of flooring)
+    hp, wp = h + (window - h % window) % window, w + (window - w % window) % window
     fill = x.new_zeros(c) if value is None else value.to(x.dtype)
     if wp > w:
         x = torch.cat([x, fill.expand(b, h, wp - w, c)], dim=2)
