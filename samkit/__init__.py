@@ -15,6 +15,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "SAM": "samkit.model",
     "SamPredictor": "samkit.predictor",
+    "Predictor": "samkit.interactive",
+    "Results": "samkit.results",
+    "load_sources": "samkit.sources",
     "ModelConfig": "samkit.registry",
     "VARIANTS": "samkit.registry",
     "SamkitError": "samkit.errors",
@@ -39,4 +42,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
