@@ -120,7 +120,7 @@ def run(
             yield _everything(predictor, item, everything or {})
             continue
         try:
-            fitted = fit_prompts(prompts, *item.image.shape[:2])
+            fitted = fit_prompts(prompts, *item.image.shape[:2], predictor.mask_size)
         except PromptError as exc:
             if strict:
                 raise

@@ -100,13 +100,22 @@ class Predictor:
         """Use an already computed embedding of ``image_rgb``."""
         attach(self.sam_predictor, emb)
         self.image_rgb, self.path, self.frame = image_rgb, path, frame
+        self._image_bgr: np.ndarray | None = None  # made on first use, shared by all calls
 
     def reset_image(self) -> None:
         """Forget the current image (its embedding stays in the cache)."""
         self.sam_predictor.reset_image()
         self.image_rgb: np.ndarray | None = None
+        self._image_bgr = None
         self.path = "image0"
         self.frame: int | None = None
+
+    @property
+    def image_bgr(self) -> np.ndarray:
+        """The current image, ``H x W x 3`` uint8 BGR (what ``Results.orig_img`` holds)."""
+        if self._image_bgr is None:
+            self._image_bgr = np.ascontiguousarray(self.image_rgb[..., ::-1])
+        return self._image_bgr
 
     @property
     def is_image_set(self) -> bool:
@@ -143,7 +152,12 @@ class Predictor:
         if not self.is_image_set:
             raise PromptError("no image is set: call set_image(image) before prompting")
         h, w = self.sam_predictor.original_size
-        return self.decode_fitted(fit_prompts(prompts, h, w), multimask_output)
+        return self.decode_fitted(fit_prompts(prompts, h, w, self.mask_size), multimask_output)
+
+    @property
+    def mask_size(self) -> int:
+        """Side of the low-res logits (256 for SAM's models)."""
+        return int(self.model.prompt_encoder.mask_input_size[0])
 
     def decode_fitted(self, fitted: Prompts, multimask_output: bool = False) -> Results:
         """Decode prompts already checked against the current image by ``fit_prompts``."""
@@ -152,7 +166,7 @@ class Predictor:
             out = decode_prompts(self.sam_predictor, fitted, multimask_output, self.chunk_size)
         decode_ms = (time.perf_counter() - t0) * 1e3
         return Results(
-            orig_img=np.ascontiguousarray(self.image_rgb[..., ::-1]),
+            orig_img=self.image_bgr,
             path=self.path,
             masks=out.masks,
             scores=out.scores,

@@ -225,12 +225,15 @@ def _check_not_normalized(p: Prompts, height: int, width: int) -> None:
         )
 
 
-def fit_prompts(prompts: Prompts, height: int, width: int) -> Prompts:
+def fit_prompts(
+    prompts: Prompts, height: int, width: int, mask_size: int = LOW_RES_SIZE
+) -> Prompts:
     """Check :class:`Prompts` against an ``height x width`` image; boxes clipped to the image.
 
     Raises :class:`PromptError` for a point outside the image, a box entirely outside it,
     coordinates that look normalized (all within [0, 1] on an image of 32 pixels or more) and
-    masks that are neither binary at image size nor ``256 x 256`` logits.
+    masks that are neither binary at image size nor ``mask_size x mask_size`` logits (256 for
+    SAM's models).
     """
     p = prompts
     _check_not_normalized(p, height, width)
@@ -256,15 +259,15 @@ def fit_prompts(prompts: Prompts, height: int, width: int) -> Prompts:
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
     if masks is not None:
-        masks, kind = _fit_masks(masks, height, width)
+        masks, kind = _fit_masks(masks, height, width, mask_size)
     return replace(p, boxes=boxes, masks=masks, mask_kind=kind)
 
 
-def _fit_masks(masks: np.ndarray, height: int, width: int) -> tuple[np.ndarray, str]:
+def _fit_masks(masks: np.ndarray, height: int, width: int, size: int) -> tuple[np.ndarray, str]:
     binary = masks.dtype == np.bool_ or bool(np.isin(masks, (0.0, 1.0)).all())
     if masks.shape[1:] == (height, width) and binary:
         return masks.astype(bool), "binary"
-    if masks.shape[1:] == (LOW_RES_SIZE, LOW_RES_SIZE) and masks.dtype != np.bool_:
+    if masks.shape[1:] == (size, size) and masks.dtype != np.bool_:
         return masks.astype(np.float32), "logits"
     if masks.shape[1:] == (height, width):
         raise PromptError(
@@ -272,9 +275,8 @@ def _fit_masks(masks: np.ndarray, height: int, width: int) -> tuple[np.ndarray, 
             f"values in [{masks.min():g}, {masks.max():g}]"
         )
     raise PromptError(
-        f"masks must be (N, {height}, {width}) binary masks at the image size or (N, "
-        f"{LOW_RES_SIZE}, {LOW_RES_SIZE}) low-res logits of an earlier call; got shape "
-        f"{masks.shape}"
+        f"masks must be (N, {height}, {width}) binary masks at the image size or (N, {size}, "
+        f"{size}) low-res logits of an earlier call; got shape {masks.shape}"
     )
 
 
@@ -282,18 +284,20 @@ def binary_masks_to_logits(
     masks: np.ndarray,
     input_size: tuple[int, int],
     model_size: int,
+    mask_size: int = LOW_RES_SIZE,
     logit: float = MASK_PROMPT_LOGIT,
 ) -> np.ndarray:
     """Binary ``N x H x W`` masks -> ``N x 1 x 256 x 256`` float32 mask-prompt logits.
 
-    The mask is area-resampled into the part of the 256 x 256 grid that the resized image
-    occupies (``input_size`` is the image size after the long-side resize to ``model_size``),
-    the padding is background, and coverage ``f`` in [0, 1] becomes ``(2 f - 1) * logit``.
+    The mask is area-resampled into the part of the ``mask_size`` grid (256 for SAM, a quarter
+    of the model input ``model_size``) that the resized image occupies (``input_size`` is the
+    image size after the long-side resize), the padding is background, and coverage ``f`` in
+    [0, 1] becomes ``(2 f - 1) * logit``.
     """
-    scale = LOW_RES_SIZE / model_size
+    scale = mask_size / model_size
     h = max(1, round(input_size[0] * scale))
     w = max(1, round(input_size[1] * scale))
-    out = np.zeros((masks.shape[0], 1, LOW_RES_SIZE, LOW_RES_SIZE), dtype=np.float32)
+    out = np.zeros((masks.shape[0], 1, mask_size, mask_size), dtype=np.float32)
     for i, m in enumerate(masks):
         out[i, 0, :h, :w] = cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
     return (out * 2 - 1) * np.float32(logit)
