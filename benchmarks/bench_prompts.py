@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from samkit import SAM
+from samkit.precision import autocast
 from samkit.transforms import scale_boxes
 
 
@@ -81,15 +82,11 @@ def main() -> None:
         assert len(r) == 100 and r.masks.shape == (100, 720, 1280)
         sync()
 
-    one_box()  # warm-up
-    single = _timed(one_box, args.repeat)
-    many_boxes()
-    many = _timed(many_boxes, args.repeat_many)
-
-    # breakdown of one box: decoder (low-res logits), upsampling + threshold, the rest
+    # breakdown of one box: decoder (low-res logits), upsampling + threshold; and the Meta-style
+    # low-level predict() (the reference's code path) for comparison. The four are interleaved
+    # so that a busy machine slows them alike.
     low = predictor.sam_predictor
     box_t = torch.as_tensor(scale_boxes(box, low.original_size, low.input_size), device=low.device)
-    from samkit.precision import autocast
 
     def decode_only():
         with autocast(low.device, predictor.dtype):
@@ -101,15 +98,31 @@ def main() -> None:
 
     def upsample_only():
         with torch.inference_mode():
-            _ = low.model.postprocess_masks(low_res, low.input_size, low.original_size) > 0
+            _ = low.model.postprocess_masks(low_res.float(), low.input_size, low.original_size) > 0
         sync()
 
-    dec = _timed(decode_only, args.repeat)
-    up = _timed(upsample_only, args.repeat)
+    def meta_style():
+        predictor.predict(box=box[0], multimask_output=False)
+        sync()
 
-    print(f"one box, full call (decode + upsample to 1280x720 + Results):  {_fmt(single)}")
-    print(f"   decoder only:                                                {_fmt(dec)}")
-    print(f"   upsample + threshold only:                                   {_fmt(up)}")
+    fns = {"full": one_box, "decode": decode_only, "upsample": upsample_only, "meta": meta_style}
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    for _ in range(args.repeat):
+        for k, fn in fns.items():
+            times[k] += _timed(fn, 1)
+    many_boxes()
+    many = _timed(many_boxes, args.repeat_many)
+
+    print(f"one box, full call (decode + upsample to 1280x720 + Results):  {_fmt(times['full'])}")
+    print(
+        f"   decoder only:                                                {_fmt(times['decode'])}"
+    )
+    print(
+        f"   upsample + threshold only (Sam.postprocess_masks):           {_fmt(times['upsample'])}"
+    )
+    print(f"   low-level SamPredictor.predict (Meta's code path):           {_fmt(times['meta'])}")
     print(f"100 boxes in one call:                                          {_fmt(many)}")
     print(
         f"targets: one box <= 15 ms, 100 boxes <= 1500 ms; "

@@ -224,3 +224,19 @@ def test_results_and_sources_work_without_torch():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_lazy_ops_exports_are_the_functions():
+    code = (
+        "import types, samkit.ops.nms\n"
+        "from samkit.ops import batched_nms, nms, mask_to_rle\n"
+        "import samkit.ops as ops\n"
+        "assert not isinstance(nms, types.ModuleType) and ops.nms is nms\n"
+        "assert callable(batched_nms) and callable(mask_to_rle)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

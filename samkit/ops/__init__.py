@@ -8,6 +8,8 @@ docstring.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 # public name -> submodule. Loaded on first use (PEP 562) so that the torch-free submodules
@@ -59,6 +61,19 @@ __all__ = [
     "xywh_to_xyxy",
     "xyxy_to_xywh",
 ]
+
+
+class _OpsModule(types.ModuleType):
+    """Keeps ``samkit.ops.nms`` the function: when a submodule is first imported, the import
+    system binds it as an attribute of this package, which would shadow the same-named export."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _OpsModule
 
 
 def __getattr__(name: str) -> Any:
