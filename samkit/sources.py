@@ -289,7 +289,9 @@ def array_to_rgb(arr: np.ndarray, image_format: str = "BGR", bit_depth: int | No
         a = a[..., ::-1]
     elif image_format != "RGB":
         raise ImageError(f"image_format must be 'BGR' or 'RGB', got {image_format!r}")
-    return np.ascontiguousarray(a)
+    out = np.ascontiguousarray(a)
+    # never hand back the caller's buffer: later edits to it must not change our copy
+    return out.copy() if np.may_share_memory(out, arr) else out
 
 
 def _to_uint8(a: np.ndarray, bit_depth: int | None) -> np.ndarray:

@@ -262,3 +262,10 @@ def test_empty_directory_and_bad_options(tmp_path):
         _items(RGB, vid_stride=0)
     with pytest.raises(ImageError, match="image_format"):
         _items(RGB, image_format="HSV")
+
+
+def test_arrays_are_copied():
+    src = RGB.copy()
+    out = load_image(src, "RGB")
+    src[:] = 0
+    np.testing.assert_array_equal(out, RGB)
