@@ -21,7 +21,10 @@ PRECISIONS = ("fp32", "bf16", "auto")
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """True when this CPU executes bfloat16 math natively (Linux ``/proc/cpuinfo`` flags)."""
+    """True when this CPU executes bfloat16 math natively (AVX512-BF16, AMX, ARM BF16)."""
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        if getattr(torch.cpu, probe, lambda: False)():
+            return True
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             text = f.read()

@@ -355,3 +355,52 @@ def test_precision_resolution_and_bf16_run(model):
 def test_no_prompts_without_everything_module(model):
     with pytest.raises(SamkitError, match="samkit.everything"):
         model(BGR)
+
+
+def test_no_prompts_dispatches_to_segment_everything(model, monkeypatch):
+    """The dispatch and the wrapping into Results, with a stand-in samkit.everything module."""
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    @dataclass
+    class Out:
+        masks: np.ndarray
+        scores: np.ndarray
+        stability: np.ndarray
+        boxes: np.ndarray
+        points: np.ndarray
+        crop_boxes: np.ndarray
+
+    calls = []
+
+    def segment_everything(predictor, image_rgb, points_stride=32, conf_thres=0.88):
+        calls.append((predictor, image_rgb.copy(), points_stride, conf_thres))
+        masks = np.zeros((2, *image_rgb.shape[:2]), bool)
+        masks[0, 10:20, 30:50] = True
+        masks[1, 100:110, 5:9] = True
+        return Out(
+            masks,
+            np.array([0.9, 0.8]),
+            np.array([0.97, 0.96]),
+            np.array([[30, 10, 49, 19], [5, 100, 8, 109]]),
+            np.array([[40.0, 15], [6, 105]]),
+            np.zeros((2, 4)),
+        )
+
+    fake = types.ModuleType("samkit.everything")
+    fake.segment_everything = segment_everything
+    monkeypatch.setitem(sys.modules, "samkit.everything", fake)
+    out = model([BGR, BGR[::-1]], points_stride=16)
+    assert len(out) == 2 and len(calls) == 2
+    assert isinstance(calls[0][0], SamPredictor) and calls[0][2] == 16 and calls[0][3] == 0.88
+    np.testing.assert_array_equal(calls[0][1], IMG)  # the image is handed over as RGB
+    r = out[0]
+    assert len(r) == 2 and r.prompt_index.tolist() == [0, 1]
+    np.testing.assert_array_equal(r.stability_scores, np.float32([0.97, 0.96]))
+    np.testing.assert_array_equal(r.boxes[0], [30, 10, 49, 19])
+    np.testing.assert_array_equal(r.prompt_points, [[[40, 15]], [[6, 105]]])
+    np.testing.assert_array_equal(r.orig_img, BGR)
+    assert "stability_score" in r.to_dict()["masks"][0]
+    with pytest.raises(SamkitError, match="unknown argument.*points_strid.*accepted"):
+        model(BGR, points_strid=16)
