@@ -29,6 +29,8 @@ def resolve_device(device: str | torch.device | None, default: torch.device | No
             raise SamkitError(
                 f"device {device!r} requested but only {torch.cuda.device_count()} CUDA devices exist"
             )
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
     elif dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():

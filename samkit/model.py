@@ -101,10 +101,14 @@ class SAM:
         return self.model.device
 
     def to(self, device: str | torch.device) -> SAM:
-        dev = resolve_device(device)
-        if dev != self.device:
-            self.embedding_cache.clear()
-        self.model.to(dev)
+        """Move the model (a clear error for an unavailable device); a move drops the cached
+        embeddings."""
+        if isinstance(device, (str, int, torch.device)):
+            device = resolve_device(device)
+            if device == self.device:
+                return self
+        self.embedding_cache.clear()
+        self.model.to(device)
         return self
 
     def predictor(

@@ -326,8 +326,10 @@ def test_devices():
             model(BGR, bboxes=BOXES[0], device="cuda")
     with pytest.raises(SamkitError, match="unknown device"):
         model.to("quantum")
-    (r,) = model(BGR, bboxes=BOXES[0], device="cpu")
-    assert len(r) == 1
+    with _EncoderCalls(model) as calls:
+        (r,) = model(BGR, bboxes=BOXES[0], device="cpu")
+        (r,) = model(BGR, bboxes=BOXES[0], device="cpu")  # same device: the cache stays
+    assert len(r) == 1 and calls.sizes == [1]
 
 
 def test_precision_resolution_and_bf16_run(model):
