@@ -26,6 +26,10 @@ _EXPORTS = {
     "ImageError": "samkit.errors",
     "PromptError": "samkit.errors",
     "ExportError": "samkit.errors",
+    "DatasetError": "samkit.errors",
+    "DependencyError": "samkit.errors",
+    "auto_annotate": "samkit.annotate",
+    "AnnotateSummary": "samkit.annotate",
 }
 
 __all__ = ["__version__", *_EXPORTS]
