@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
+from . import __version__, cli_commands
 from .cli_args import Arg, Command, UsageError, format_help, parse_args
 from .errors import SamkitError
 
@@ -58,25 +58,31 @@ register(
 )
 
 
-def _cmd_predict(args: dict[str, Any]) -> int:
-    from .cli_predict import run_predict
+def _runner(name: str):
+    def run(args: dict[str, Any]) -> int:
+        from . import cli_commands
 
-    return run_predict(args)
+        return getattr(cli_commands, name)(args)
 
-
-def _predict_spec():
-    from .cli_predict import PREDICT_ARGS
-
-    return PREDICT_ARGS
+    return run
 
 
 register(
     Command(
         "predict",
         "Segment images from prompts (bboxes/points), or everything when no prompt is given.",
-        _predict_spec(),
-        _cmd_predict,
+        cli_commands.PREDICT_ARGS,
+        _runner("run_predict"),
         usage="model=sam_b.pt source=img.jpg [bboxes=[x1,y1,x2,y2]] [key=value ...]",
+    )
+)
+register(
+    Command(
+        "annotate",
+        "Turn an image folder into a YOLO or COCO segmentation dataset (detector or label boxes -> SAM).",
+        cli_commands.ANNOTATE_ARGS,
+        _runner("run_annotate"),
+        usage="data=images/ (labels=labels/ | det_model=yolov8x.pt) [format=yolo|coco] [key=value ...]",
     )
 )
 

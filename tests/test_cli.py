@@ -172,3 +172,35 @@ def test_predict_errors(cli_workspace):
     assert r.returncode == 1 and "missing.png" in r.stderr
     r = run("predict", f"model={ckpt}", f"source={ws / 'a.png'}", "name=../escape", cwd=ws)
     assert r.returncode == 2 and not (ws.parent / "escape").exists()
+
+
+def test_annotate_from_yolo_detection_labels(cli_workspace):
+    ws, ckpt = cli_workspace
+    images = ws / "images"
+    images.mkdir()
+    for name in ("a.png", "b.png"):
+        (ws / name).rename(images / name)
+    labels = ws / "det_labels"
+    labels.mkdir()
+    (labels / "a.txt").write_text("3 0.2 0.3 0.2 0.2\n1 0.7 0.6 0.3 0.4\n")
+    (labels / "b.txt").write_text("")
+    out = ws / "dataset"
+    r = run(
+        "annotate",
+        f"data={images}",
+        f"labels={labels}",
+        f"sam_model={ckpt}",
+        f"output_dir={out}",
+        "names=['a','b','c','d']",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "2 image(s): 2 annotated" in r.stdout
+    lines = (out / "a.txt").read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ["3", "1"]
+    assert (out / "b.txt").read_text() == ""
+    r = run(
+        "annotate", f"data={images}", f"labels={labels}", f"sam_model={ckpt}", f"output_dir={out}"
+    )
+    assert r.returncode == 0 and "2 already done" in r.stdout
+    r = run("annotate", f"labels={labels}")
+    assert r.returncode == 2 and "'data' is required" in r.stderr

@@ -1,4 +1,4 @@
-"""``samkit predict``: prompts or segment-everything over images, written to ``runs/predict*``."""
+"""Runners of the heavier ``samkit`` subcommands: predict, annotate, export, benchmark."""
 
 from __future__ import annotations
 
@@ -146,3 +146,71 @@ def run_predict(args: dict[str, Any]) -> int:
     if n_images == 0:
         return 1
     return 0
+
+
+ANNOTATE_ARGS = [
+    Arg("data", None, "image folder (or one image) to annotate (required)", "path"),
+    Arg(
+        "det_model",
+        "yolov8x.pt",
+        "Ultralytics YOLO detector (needs samkit[yolo]); unused with labels=",
+        "str",
+    ),
+    Arg("sam_model", "sam_b.pt", "SAM checkpoint path, official file name or variant name", "str"),
+    Arg(
+        "labels",
+        None,
+        "existing boxes instead of a detector: YOLO label folder or COCO JSON",
+        "path",
+    ),
+    Arg(
+        "format",
+        "yolo",
+        "output format: yolo (.txt per image) or coco (one JSON)",
+        "choice",
+        ("yolo", "coco"),
+    ),
+    Arg(
+        "output_dir",
+        None,
+        "output directory (default: <data>_auto_annotate_labels next to data)",
+        "path",
+    ),
+    Arg("names", None, "class names: a list, or a classes.txt / data.yaml path", "any"),
+    Arg("device", "", "cpu, cuda, cuda:N ('' = CUDA when available, else CPU)", "str"),
+    Arg("conf", 0.25, "detector confidence threshold", "float"),
+    Arg("iou", 0.45, "detector NMS IoU threshold", "float"),
+    Arg("imgsz", 640, "detector input size", "int"),
+    Arg("max_det", 300, "maximum boxes per image", "int"),
+    Arg("classes", None, "keep only these class ids, e.g. [0,2]", "any"),
+    Arg(
+        "segmentation", "rle", "COCO masks as rle (exact) or polygon", "choice", ("rle", "polygon")
+    ),
+    Arg(
+        "parts",
+        "merge",
+        "YOLO multi-part masks: merge, split or largest",
+        "choice",
+        ("merge", "split", "largest"),
+    ),
+    Arg("overwrite", False, "redo images that already have labels (default: resume)", "bool"),
+    Arg("recursive", False, "include images in subfolders", "bool"),
+]
+
+
+def run_annotate(args: dict[str, Any]) -> int:
+    from .annotate import auto_annotate
+
+    if args["data"] is None:
+        raise UsageError(
+            "argument 'data' is required: samkit annotate data=path/to/images labels=..."
+        )
+    summary = auto_annotate(**args, progress=True)
+    for failure in summary.failures:
+        print(f"samkit annotate: failed {failure.path}: {failure.reason}", file=sys.stderr)
+    print(
+        f"{summary.images} image(s): {summary.annotated} annotated, {summary.skipped} already done, "
+        f"{summary.empty} empty, {len(summary.failures)} failed; {summary.objects} object(s), "
+        f"{summary.dropped} dropped; {summary.seconds:.1f} s; labels in {summary.output_dir}"
+    )
+    return 1 if summary.failures and summary.annotated == 0 and summary.skipped == 0 else 0
