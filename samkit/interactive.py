@@ -23,7 +23,7 @@ from .device import resolve_device
 from .embeddings import Embedding, EmbeddingCache, attach, encode_images, image_key
 from .errors import PromptError
 from .models import Sam
-from .precision import autocast, resolve_precision
+from .precision import autocast, dtype_of, resolve_precision
 from .predictor import SamPredictor
 from .prompts import Prompts, fit_prompts, parse_prompts
 from .results import Results
@@ -63,7 +63,7 @@ class Predictor:
             sam.to(resolve_device(device))
         self.model = sam
         self.sam_predictor = SamPredictor(sam)
-        self.dtype = resolve_precision(precision, sam.device)
+        self.dtype = dtype_of(resolve_precision(precision, sam.device))
         self.image_format = image_format
         self.cache = cache
         self.chunk_size = chunk_size

@@ -1,16 +1,19 @@
-"""Numeric precision of inference: "fp32", "bf16" or "auto", and the matching autocast context.
+"""Numeric precision of the image encoder: ``"fp32"``, ``"bf16"`` or ``"auto"``.
 
-Minimal version written for the high-level predictor (the speed work may extend it):
-``"auto"`` picks bfloat16 on CPUs with native bf16 instructions (AVX512-BF16, AMX, ARM BF16)
-and float32 everywhere else.
+``"fp32"`` is the reference path (the parity fixtures hold for it). ``"bf16"`` runs the encoder
+under ``torch.autocast``: matrix products, convolutions and attention in bfloat16; the residual
+stream, LayerNorm and softmax statistics and the output embedding stay fp32. ``"auto"`` picks
+bf16 where the hardware computes it natively (x86 AVX512-BF16 / AMX, Arm BF16, CUDA with bf16)
+and fp32 elsewhere: on CPUs without those instructions bf16 is emulated and much slower.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import platform
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -18,44 +21,105 @@ from .errors import SamkitError
 
 PRECISIONS = ("fp32", "bf16", "auto")
 
+# /proc/cpuinfo flags that mean native bf16 arithmetic (x86 AVX512-BF16 / AMX, Arm BF16).
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+class SlowPrecisionWarning(UserWarning):
+    """bf16 was requested on hardware that only emulates it."""
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """CPU feature flags from ``/proc/cpuinfo`` (x86 ``flags``, Arm ``Features``); empty if unknown."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """True when this CPU executes bfloat16 math natively (AVX512-BF16, AMX, ARM BF16)."""
-    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        if getattr(torch.cpu, probe, lambda: False)():
+    """Whether this CPU has bf16 arithmetic instructions (AVX512-BF16, AMX-BF16 or Arm BF16)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for name in checks:
+        check = getattr(torch.cpu, name, None)
+        if check is not None and check():
             return True
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return False
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags.update(value.split())
-    if platform.machine().lower() in ("aarch64", "arm64"):
-        return "bf16" in flags
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(cpu_flags() & NATIVE_BF16_FLAGS)
 
 
-def resolve_precision(precision: str | None, device: torch.device | str) -> torch.dtype:
-    """The compute dtype for ``precision`` ("fp32", "bf16", "auto"; None = "fp32") on ``device``."""
-    p = "fp32" if precision is None else str(precision).lower()
-    if p not in PRECISIONS:
-        raise SamkitError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+def device_has_native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bf16 natively (CPU instructions above, or CUDA bf16 support)."""
     device = torch.device(device)
-    if p == "auto":
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
-    return torch.bfloat16 if p == "bf16" else torch.float32
+    if device.type == "cpu":
+        return cpu_has_native_bf16()
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return False
+
+
+def resolve_precision(precision: str | None, device: torch.device | str = "cpu") -> str:
+    """``"fp32"`` or ``"bf16"`` for a requested precision on ``device`` (None means fp32).
+
+    ``"auto"`` means bf16 where the device computes it natively, else fp32. An explicit
+    ``"bf16"`` on a device without native bf16 is honoured with a :class:`SlowPrecisionWarning`.
+    """
+    precision = "fp32" if precision is None else str(precision).lower()
+    if precision not in PRECISIONS:
+        raise SamkitError(
+            f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}"
+        )
+    native = device_has_native_bf16(device)
+    if precision == "auto":
+        return "bf16" if native else "fp32"
+    if precision == "bf16" and not native:
+        warnings.warn(
+            f"bf16 was requested but {torch.device(device)} has no native bf16 arithmetic; it is "
+            "emulated and slower than fp32 here (use precision='auto' or 'fp32')",
+            SlowPrecisionWarning,
+            stacklevel=2,
+        )
+    return precision
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Autocast to bf16 for ``"bf16"``; nothing for ``"fp32"`` (a resolved precision)."""
+    if precision == "bf16":
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+            yield
+    elif precision == "fp32":
+        yield
+    else:
+        raise SamkitError(f"expected a resolved precision 'fp32' or 'bf16', got {precision!r}")
+
+
+def dtype_of(precision: str) -> torch.dtype:
+    """The torch dtype of a resolved precision (``"fp32"`` or ``"bf16"``)."""
+    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 @contextlib.contextmanager
 def autocast(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
-    """Run the block with ``dtype`` autocasting on ``device`` (nothing to do for float32)."""
+    """Run the block autocasting to ``dtype`` on ``device`` (nothing to do for float32)."""
     if dtype == torch.float32:
         yield
         return
     with torch.autocast(device_type=torch.device(device).type, dtype=dtype):
         yield
+
+
+def encode(encoder: torch.nn.Module, images: torch.Tensor, precision: str) -> torch.Tensor:
+    """Run an image encoder on ``B x 3 x S x S`` preprocessed images; fp32 ``B x C x h x w`` out.
+
+    ``precision`` is a resolved precision (``"fp32"`` or ``"bf16"``).
+    """
+    with torch.inference_mode(), precision_context(precision, images.device):
+        out = encoder(images)
+    return out.float()
