@@ -160,7 +160,7 @@ def auto_annotate(
             mapped = {ids[c]: n for c, n in class_names.items() if c in ids}
         summary.names = mapped
         if fmt == "yolo":
-            writer.finish(root, images, mapped)
+            writer.finish(root, mapped)
         else:
             writer.finish(images, mapped, source.image_ids)
             summary.annotations_file = writer.file

@@ -130,7 +130,7 @@ class YoloWriter(_Writer):
         atomic_write(self.result_path(rel), "".join(line + "\n" for line in lines), self.tmp_dir)
         return written, dropped
 
-    def finish(self, images_root: Path, images: list[PurePosixPath], names: dict | None) -> None:
+    def finish(self, images_root: Path, names: dict[int, str] | None) -> None:
         """Write ``classes.txt`` and ``data.yaml`` when the class names are known."""
         if not names:
             logger.info("class names unknown: no data.yaml written (pass names= to get one)")

@@ -407,14 +407,15 @@ def test_sigkilled_run_resumes_to_the_same_files(tmp_path, sam):
     )
     try:
         deadline = time.monotonic() + 300
-        tmp_files: list[Path] = []
-        while not tmp_files and proc.poll() is None and time.monotonic() < deadline:
+        stalled = False  # three labels renamed into place, the fourth written as a temporary
+        while not stalled and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-            tmp_files = list((out / WORK_DIR / "tmp").glob("*.tmp"))
+            temporaries = list((out / WORK_DIR / "tmp").glob("*.tmp"))
+            stalled = len(list(out.glob("*.txt"))) == 3 and len(temporaries) == 1
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert tmp_files, "the run never reached its 4th label file"
+    assert stalled, "the run never reached its 4th label file"
     labels = sorted(p.name for p in out.glob("*.txt"))
     assert labels == ["im0.txt", "im1.txt", "im2.txt"]  # im3.txt only exists as a temporary
     assert all((out / name).read_bytes() == (clean / name).read_bytes() for name in labels)
