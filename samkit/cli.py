@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -85,6 +86,15 @@ register(
         usage="data=images/ (labels=labels/ | det_model=yolov8x.pt) [format=yolo|coco] [key=value ...]",
     )
 )
+register(
+    Command(
+        "benchmark",
+        "Time encoders, decoders and segment-everything per model and precision (seeded weights).",
+        cli_commands.BENCHMARK_ARGS,
+        _runner("run_benchmark"),
+        usage="[models=[sam_b,mobile_sam]] [precisions=[fp32,bf16]] [runs=3] [key=value ...]",
+    )
+)
 
 
 def _top_help() -> str:
@@ -103,6 +113,8 @@ def _top_help() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if hasattr(signal, "SIGPIPE"):  # `samkit ... | head` ends quietly, like other CLI tools
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):

@@ -214,3 +214,53 @@ def run_annotate(args: dict[str, Any]) -> int:
         f"{summary.dropped} dropped; {summary.seconds:.1f} s; labels in {summary.output_dir}"
     )
     return 1 if summary.failures and summary.annotated == 0 and summary.skipped == 0 else 0
+
+
+BENCHMARK_ARGS = [
+    Arg(
+        "models",
+        ["sam_b", "mobile_sam"],
+        "variants to measure: [sam_b,sam_l,sam_h,mobile_sam]",
+        "list",
+    ),
+    Arg("precisions", ["fp32", "bf16"], "encoder precisions: [fp32,bf16] (or auto)", "list"),
+    Arg("runs", 3, "timed runs per measurement (the median is reported)", "int"),
+    Arg("warmup", 1, "untimed warm-up runs", "int"),
+    Arg("everything", True, "also time segment-everything per image", "bool"),
+    Arg("threads", None, "torch threads (default: all cores)", "int"),
+    Arg(
+        "model", None, "a real checkpoint to measure instead of seeded weights (its variant)", "str"
+    ),
+    Arg("json", "runs/benchmark.json", "where to write the full result as JSON", "path"),
+]
+
+
+def run_benchmark(args: dict[str, Any]) -> int:
+    from .benchmark import MODELS, print_table, run_benchmarks
+
+    models = [str(m) for m in args["models"]]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise UsageError(f"argument 'models': unknown {unknown}; choose from {list(MODELS)}")
+    checkpoints = None
+    if args["model"] is not None:
+        from .checkpoints import read_checkpoint, resolve_checkpoint
+
+        path = resolve_checkpoint(args["model"])
+        variant = read_checkpoint(path).variant
+        if variant is None:
+            raise UsageError(f"{path} is not one of the benchmarked variants {list(MODELS)}")
+        models, checkpoints = [variant.name], {variant.name: str(path)}
+    result = run_benchmarks(
+        models=models,
+        precisions=[str(p) for p in args["precisions"]],
+        runs=args["runs"],
+        warmup=args["warmup"],
+        checkpoints=checkpoints,
+        everything=args["everything"],
+        threads=args["threads"],
+        json_path=args["json"],
+    )
+    print_table(result)
+    print(f"full result written to {args['json']}")
+    return 0
