@@ -11,6 +11,7 @@ import difflib
 import json
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -113,7 +114,8 @@ def _top_help() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if hasattr(signal, "SIGPIPE"):  # `samkit ... | head` ends quietly, like other CLI tools
+    if hasattr(signal, "SIGPIPE") and threading.current_thread() is threading.main_thread():
+        # `samkit ... | head` ends quietly, like other command-line tools
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
