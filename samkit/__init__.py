@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "SAM": "samkit.model",
     "SamPredictor": "samkit.predictor",
+    "OnnxPredictor": "samkit.onnx_predictor",
     "ModelConfig": "samkit.registry",
     "VARIANTS": "samkit.registry",
     "SamkitError": "samkit.errors",
@@ -39,4 +40,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
