@@ -54,17 +54,31 @@ def _assert_same(onnx_out, torch_out, what):
     assert np.abs(low - ref_low).max() <= 1e-3 * max(np.abs(ref_low).max(), 1.0), what
 
 
-@pytest.fixture(scope="module", params=[VIT64, TINYVIT64], ids=["vit", "tinyvit"])
-def exported(request, tmp_path_factory):
-    """(SAM, written paths) of a tiny seeded model exported with an int8 decoder."""
-    model = SAM.from_config(request.param, seeded=True)
-    out = tmp_path_factory.mktemp("onnx")
-    return model, model.export("onnx", out, quantize="decoder", name="tiny")
+_EXPORTS: dict = {}
 
 
-@pytest.mark.parametrize("size", [(240, 320), (300, 170)])
-def test_exported_pair_matches_torch(exported, size):
-    model, paths = exported
+def _export(config, tmp_path_factory):
+    """(SAM, written paths) of a tiny seeded model exported with an int8 decoder (cached)."""
+    key = id(config)
+    if key not in _EXPORTS:
+        model = SAM.from_config(config, seeded=True)
+        out = tmp_path_factory.mktemp("onnx")
+        _EXPORTS[key] = model, model.export("onnx", out, quantize="decoder", name="tiny")
+    return _EXPORTS[key]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return _export(VIT64, tmp_path_factory)
+
+
+@pytest.mark.parametrize(
+    "config, size",
+    [(VIT64, (240, 320)), (VIT64, (300, 170)), (TINYVIT64, (240, 320))],
+    ids=["vit-landscape", "vit-portrait", "tinyvit"],
+)
+def test_exported_pair_matches_torch(config, size, tmp_path_factory):
+    model, paths = _export(config, tmp_path_factory)
     image = synthetic_image(*size, seed=1)
     onnx_pred = OnnxPredictor(paths["encoder"], paths["decoder"])
     torch_pred = SamPredictor(model.model)
@@ -78,18 +92,21 @@ def test_exported_pair_matches_torch(exported, size):
             what = f"prompt {i}, multimask {multimask}"
             out = onnx_pred.predict(**prompt, multimask_output=multimask)
             _assert_same(out, torch_pred.predict(**prompt, multimask_output=multimask), what)
+            if not multimask:
+                continue
             # feed the best low-res logits back as a mask prompt
             mask = out[2][np.argmax(out[1])][None]
-            again = onnx_pred.predict(**prompt, mask_input=mask, multimask_output=multimask)
-            ref_again = torch_pred.predict(**prompt, mask_input=mask, multimask_output=multimask)
+            again = onnx_pred.predict(**prompt, mask_input=mask, multimask_output=False)
+            ref_again = torch_pred.predict(**prompt, mask_input=mask, multimask_output=False)
             _assert_same(again, ref_again, what + " + mask_input")
     logits = onnx_pred.predict(box=[10, 10, 100, 90], return_logits=True)[0]
     assert logits.dtype == np.float32 and logits.shape == (3, *size)
 
 
-def test_decoder_graph_has_the_tools_interface(exported):
+@pytest.mark.parametrize("config", [VIT64, TINYVIT64], ids=["vit", "tinyvit"])
+def test_decoder_graph_has_the_tools_interface(config, tmp_path_factory):
     """Feed the raw decoder session as CVAT / X-AnyLabeling do, N dynamic, any output size."""
-    model, paths = exported
+    model, paths = _export(config, tmp_path_factory)
     s = model.model.image_size
     session = ort.InferenceSession(str(paths["decoder"]), providers=["CPUExecutionProvider"])
     inputs = {i.name: (i.shape, i.type) for i in session.get_inputs()}
@@ -142,6 +159,8 @@ def test_metadata_describes_the_pair(exported):
     assert sorted(p.name for p in paths["metadata"].parent.iterdir()) == sorted(
         p.name for p in paths.values()
     )  # nothing else written, no temporary folder left behind
+    modes = {p.stat().st_mode & 0o777 for p in paths.values()}
+    assert len(modes) == 1  # the JSON gets the same permissions as the graphs
     meta = json.loads(paths["metadata"].read_text())
     assert meta["variant"] == "custom" and meta["mask_output"] == "all" and meta["num_masks"] == 4
     assert meta["files"] == {k: p.name for k, p in paths.items() if k != "metadata"}
@@ -168,7 +187,10 @@ def test_int8_decoder_agreement_is_bounded(exported):
     fp32.set_image(image)
     int8.set_image_embedding(fp32.features, image.shape[:2])
     agreement, ious = [], []
-    for prompt in _prompts(240, 320)[:4]:
+    prompts = _prompts(240, 320)[:4]
+    low_res = fp32.predict(**prompts[1], multimask_output=False)[2]
+    prompts.append({**prompts[1], "mask_input": low_res})  # the int8 mask-downscaling path
+    for prompt in prompts:
         a = fp32.predict(**prompt, multimask_output=False)[0]
         b = int8.predict(**prompt, multimask_output=False)[0]
         agreement.append((a == b).mean())
@@ -207,7 +229,7 @@ def test_mask_output_modes(tmp_path, mode):
 
 def test_encoder_and_decoder_from_different_models_are_refused(exported, tmp_path):
     model, paths = exported
-    other = SAM.from_config(TINYVIT64 if model.config == VIT64 else VIT64, seeded=True)
+    other = SAM.from_config(TINYVIT64, seeded=True)
     other_paths = export_onnx(other, tmp_path, decoder=False)
     with pytest.raises(ExportError, match="different models"):
         OnnxPredictor(other_paths["encoder"], paths["decoder"])
@@ -350,3 +372,18 @@ def test_onnx_predictor_runs_without_torch(exported, tmp_path):
     ref_masks, ref_iou, _ = torch_pred.predict(box=box, multimask_output=False)
     assert (out["masks"] == ref_masks).mean() >= 0.99
     np.testing.assert_allclose(out["iou"], ref_iou, atol=1e-4)
+
+
+def test_verify_records_agreement_and_raises_on_mismatch(tmp_path, monkeypatch):
+    import samkit.export.verify as verify
+
+    model = SAM.from_config(VIT64, seeded=True)
+    paths = model.export(output_dir=tmp_path, quantize="encoder", verify=True)
+    report = json.loads(paths["metadata"].read_text())["verification"]
+    assert set(report) == {"encoder", "decoder", "encoder_int8"}
+    assert report["encoder"]["embedding_rel_err"] < 1e-4
+    assert report["decoder"]["mask_agreement_min"] >= 0.99
+    assert report["encoder_int8"]["mask_agreement_mean"] >= 0.9  # masks from the int8 embedding
+    monkeypatch.setattr(verify, "MASK_AGREEMENT_MIN", 1.01)  # no decoder can meet this
+    with pytest.raises(ExportError, match="disagree with torch: decoder mask agreement"):
+        model.export(output_dir=tmp_path / "strict", encoder=False, verify=True)

@@ -64,8 +64,9 @@ def verify_export(sam: Sam, written: dict[str, Path], image: np.ndarray | None =
     """Compare every exported graph in ``written`` with ``sam``; raise if an fp32 graph is off.
 
     Returns ``{"encoder": {"embedding_rel_err"}, "decoder": {"mask_agreement_min",
-    "mask_iou_min", "iou_max_abs_diff"}, "encoder_int8": ..., "decoder_int8": ...}``. The
-    decoders are fed torch's embedding, so their numbers measure the decoder alone.
+    "mask_agreement_mean", "mask_iou_min", "iou_max_abs_diff"}, "encoder_int8": ...,
+    "decoder_int8": ...}``. Decoders are fed torch's embedding, so their numbers measure the
+    decoder alone; ``encoder_int8`` adds the masks of the fp32 decoder on its embedding.
     """
     try:
         import onnxruntime as ort
@@ -88,6 +89,9 @@ def verify_export(sam: Sam, written: dict[str, Path], image: np.ndarray | None =
             emb = session.run(None, {session.get_inputs()[0].name: x})[0]
             err = float(np.abs(emb - ref).max() / np.abs(ref).max())
             report[key] = {"embedding_rel_err": err}
+            if key == "encoder_int8" and "decoder" in written:  # masks from the int8 embedding
+                decoder = OnnxPredictor(None, written["decoder"])
+                report[key].update(_verify_decoder(predictor, decoder, emb, image))
     for key in ("decoder", "decoder_int8"):
         if key in written:
             report[key] = _verify_decoder(predictor, OnnxPredictor(None, written[key]), ref, image)
@@ -117,6 +121,7 @@ def _verify_decoder(torch_pred: Any, onnx_pred: Any, embedding: np.ndarray, imag
             iou_diff.append(float(np.abs(iou - ref_iou).max()))
     return {
         "mask_agreement_min": min(agreement),
+        "mask_agreement_mean": float(np.mean(agreement)),
         "mask_iou_min": min(ious),
         "iou_max_abs_diff": max(iou_diff),
     }
