@@ -58,6 +58,29 @@ register(
 )
 
 
+def _cmd_predict(args: dict[str, Any]) -> int:
+    from .cli_predict import run_predict
+
+    return run_predict(args)
+
+
+def _predict_spec():
+    from .cli_predict import PREDICT_ARGS
+
+    return PREDICT_ARGS
+
+
+register(
+    Command(
+        "predict",
+        "Segment images from prompts (bboxes/points), or everything when no prompt is given.",
+        _predict_spec(),
+        _cmd_predict,
+        usage="model=sam_b.pt source=img.jpg [bboxes=[x1,y1,x2,y2]] [key=value ...]",
+    )
+)
+
+
 def _top_help() -> str:
     width = max(len(n) for n in COMMANDS)
     lines = [

@@ -82,7 +82,8 @@ def export_onnx(
             ``"encoder"`` or ``"all"``.
         encoder, decoder: which graphs to export.
         verify: run the exported graphs in onnxruntime on a synthetic image and compare with
-            torch; the agreement goes into the metadata JSON, and a failure raises.
+            torch; the agreement goes into the metadata JSON. fp32 graphs that disagree raise
+            :class:`ExportError` (they stay in ``output_dir`` for inspection, without JSON).
     Returns:
         ``{"encoder", "decoder", "encoder_int8", "decoder_int8", "metadata", ...: Path}`` for the
         files written (``*_data`` for external weight files of graphs over 2 GiB).
