@@ -93,11 +93,17 @@ def main() -> None:
     h, w = image.shape[:2]
     box = {"box": np.array([150, 100, 450, 380]), "multimask_output": False}
     torch_pred = SamPredictor(model.model)
-    fp32 = OnnxPredictor(paths["encoder"], paths["decoder"], session_options=options)
-    int8_dec = OnnxPredictor(None, paths["decoder_int8"], session_options=options)
+    fp32 = OnnxPredictor(
+        paths["encoder"], paths["decoder"], session_options=options, image_format="RGB"
+    )
+    int8_dec = OnnxPredictor(
+        None, paths["decoder_int8"], session_options=options, image_format="RGB"
+    )
     int8_enc = None
     if "encoder_int8" in paths:
-        int8_enc = OnnxPredictor(paths["encoder_int8"], paths["decoder"], session_options=options)
+        int8_enc = OnnxPredictor(
+            paths["encoder_int8"], paths["decoder"], session_options=options, image_format="RGB"
+        )
 
     rows = []
     with torch.inference_mode():

@@ -1,8 +1,9 @@
-"""Validation of input images and NumPy prompts (points, labels, boxes, mask inputs); torch-free.
+"""Validation of Meta-style single-object prompts (``predict(point_coords, point_labels, box,
+mask_input)``); torch-free.
 
-Each function returns a clean array or raises :class:`~samkit.errors.ImageError` /
-:class:`~samkit.errors.PromptError` saying what was wrong and what to do. Coordinates are (x, y)
-pixels of the original image; boxes are XYXY.
+Each function returns a clean array or raises :class:`~samkit.errors.PromptError` saying what
+was wrong. Coordinates are (x, y) pixels of the original image; boxes are XYXY. (The
+Ultralytics-style multi-object prompts are checked by :mod:`samkit.prompts`.)
 """
 
 from __future__ import annotations
@@ -11,26 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ImageError, PromptError
+from .errors import PromptError
 
 POINT_LABELS = {1: "foreground", 0: "background", 2: "box top-left", 3: "box bottom-right"}
-
-
-def check_image(image: Any, image_format: str = "RGB") -> np.ndarray:
-    """An ``H x W x 3`` uint8 array (``image_format`` must be "RGB" or "BGR")."""
-    if image_format not in ("RGB", "BGR"):
-        raise ImageError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ImageError(
-            f"expected an H x W x 3 image, got an array of shape {image.shape}; convert "
-            "grayscale/RGBA images to 3-channel RGB first"
-        )
-    if image.dtype != np.uint8:
-        raise ImageError(f"expected a uint8 image (0-255), got dtype {image.dtype}")
-    if min(image.shape[:2]) < 1:
-        raise ImageError(f"the image is empty (shape {image.shape})")
-    return image
 
 
 def check_points(point_coords: Any, point_labels: Any) -> tuple[np.ndarray, np.ndarray]:

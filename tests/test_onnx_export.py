@@ -14,7 +14,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from samkit import SAM, SamPredictor
+from samkit import SAM, Predictor, Results, SamPredictor
 from samkit.errors import ExportError, ImageError, PromptError
 from samkit.export import export_onnx
 from samkit.geometry import preprocess_shape
@@ -80,7 +80,7 @@ def exported(tmp_path_factory):
 def test_exported_pair_matches_torch(config, size, tmp_path_factory):
     model, paths = _export(config, tmp_path_factory)
     image = synthetic_image(*size, seed=1)
-    onnx_pred = OnnxPredictor(paths["encoder"], paths["decoder"])
+    onnx_pred = OnnxPredictor(paths["encoder"], paths["decoder"], image_format="RGB")
     torch_pred = SamPredictor(model.model)
     onnx_pred.set_image(image)
     torch_pred.set_image(image)
@@ -101,6 +101,38 @@ def test_exported_pair_matches_torch(config, size, tmp_path_factory):
             _assert_same(again, ref_again, what + " + mask_input")
     logits = onnx_pred.predict(box=[10, 10, 100, 90], return_logits=True)[0]
     assert logits.dtype == np.float32 and logits.shape == (3, *size)
+
+
+def test_call_returns_results_like_the_torch_predictor(exported):
+    """``predictor(bboxes=, points=, labels=, masks=)`` -> Results, as ``samkit.Predictor``."""
+    model, paths = exported
+    image_bgr = np.ascontiguousarray(synthetic_image(240, 320, seed=6)[..., ::-1])
+    onnx_pred = OnnxPredictor.from_export(paths["metadata"])  # NumPy images are BGR by default
+    torch_pred = Predictor(model, precision="fp32")
+    onnx_pred.set_image(image_bgr)
+    torch_pred.set_image(image_bgr)
+    binary = np.zeros((240, 320), bool)
+    binary[40:120, 30:110] = True
+    calls = [
+        {"bboxes": [[30, 40, 110, 120], [150, 100, 300, 230]]},
+        {"points": [[[60, 80], [200, 50]], [[220, 160], [0, 0]]], "labels": [[1, 0], [1, -1]]},
+        {"points": [[60, 80], [220, 160]], "labels": [1, 1], "multimask_output": True},
+        {"bboxes": [[30, 40, 110, 120]], "points": [[[70, 70]]], "labels": [[0]]},
+        {"masks": binary[None]},
+    ]
+    for kw in calls:
+        r, ref = onnx_pred(**kw), torch_pred(**kw)
+        assert isinstance(r, Results) and len(r) == len(ref), kw
+        assert (r.masks == ref.masks).mean() >= 0.99, kw
+        np.testing.assert_allclose(r.scores, ref.scores, atol=1e-4, err_msg=str(kw))
+        np.testing.assert_array_equal(r.prompt_index, ref.prompt_index)
+        np.testing.assert_array_equal(r.orig_img, ref.orig_img)
+        np.testing.assert_allclose(r.boxes, ref.boxes, atol=2)
+        assert r.low_res_logits.shape == ref.low_res_logits.shape
+    with pytest.raises(PromptError, match="no prompt given"):
+        onnx_pred()
+    with pytest.raises(PromptError, match="outside"):
+        onnx_pred(points=[[500, 10]])
 
 
 @pytest.mark.parametrize("config", [VIT64, TINYVIT64], ids=["vit", "tinyvit"])
@@ -181,7 +213,7 @@ def test_metadata_describes_the_pair(exported):
 def test_int8_decoder_agreement_is_bounded(exported):
     model, paths = exported
     image = synthetic_image(240, 320, seed=3)
-    fp32 = OnnxPredictor.from_export(paths["metadata"])
+    fp32 = OnnxPredictor.from_export(paths["metadata"], image_format="RGB")
     int8 = OnnxPredictor.from_export(paths["metadata"].parent, quantized=True)
     assert int8.decoder_meta.quantized == "int8" and fp32.decoder_meta.quantized is None
     fp32.set_image(image)
@@ -272,10 +304,10 @@ def test_predictor_input_errors(exported, tmp_path):
     pred = OnnxPredictor.from_export(paths["metadata"])
     with pytest.raises(PromptError, match="no image is set"):
         pred.predict(box=[0, 0, 10, 10])
-    with pytest.raises(ImageError, match="uint8"):
-        pred.set_image(np.zeros((20, 20, 3), np.float32))
-    with pytest.raises(ImageError, match="H x W x 3"):
-        pred.set_image(np.zeros((20, 20), np.uint8))
+    with pytest.raises(ImageError, match="H x W, H x W x 3"):
+        pred.set_image(np.zeros((20, 20, 5), np.uint8))
+    with pytest.raises(ImageError, match="no such image file"):
+        pred.set_image(str(tmp_path / "missing.png"))
     pred.set_image(synthetic_image(60, 80))
     for kwargs, message in [
         ({"point_coords": [[1, 2]]}, "point_labels must be given"),
@@ -308,7 +340,7 @@ def test_large_graph_weights_go_to_one_external_file(tmp_path, monkeypatch):
     assert paths["decoder_data"].is_file()
     pred = OnnxPredictor.from_export(tmp_path)
     image = synthetic_image(100, 120)
-    pred.set_image(image)
+    pred.set_image(image, image_format="RGB")
     torch_pred = SamPredictor(model.model)
     torch_pred.set_image(image)
     prompt = {"box": [10, 10, 60, 80]}
@@ -345,7 +377,7 @@ def test_onnx_predictor_runs_without_torch(exported, tmp_path):
         import samkit
 
         pred = samkit.OnnxPredictor.from_export({str(paths["metadata"])!r})
-        pred.set_image(np.load({str(tmp_path / "image.npy")!r}))
+        pred.set_image(np.load({str(tmp_path / "image.npy")!r}), image_format="RGB")
         masks, iou, low = pred.predict(box=np.array({box.tolist()}), multimask_output=False)
         np.savez({str(tmp_path / "out.npz")!r}, masks=masks, iou=iou)
         try:
@@ -378,7 +410,7 @@ def test_verify_records_agreement_and_raises_on_mismatch(tmp_path, monkeypatch):
     import samkit.export.verify as verify
 
     model = SAM.from_config(VIT64, seeded=True)
-    paths = model.export(output_dir=tmp_path, quantize="encoder", verify=True)
+    paths = model.export(output_dir=tmp_path, quantize="encoder", verify=True, mask_output="single")
     report = json.loads(paths["metadata"].read_text())["verification"]
     assert set(report) == {"encoder", "decoder", "encoder_int8"}
     assert report["encoder"]["embedding_rel_err"] < 1e-4
@@ -386,4 +418,6 @@ def test_verify_records_agreement_and_raises_on_mismatch(tmp_path, monkeypatch):
     assert report["encoder_int8"]["mask_agreement_mean"] >= 0.9  # masks from the int8 embedding
     monkeypatch.setattr(verify, "MASK_AGREEMENT_MIN", 1.01)  # no decoder can meet this
     with pytest.raises(ExportError, match="disagree with torch: decoder mask agreement"):
-        model.export(output_dir=tmp_path / "strict", encoder=False, verify=True)
+        model.export(
+            output_dir=tmp_path / "strict", encoder=False, verify=True, mask_output="single"
+        )

@@ -74,7 +74,7 @@ def _int8_agreement(fp32: OnnxPredictor, int8: OnnxPredictor, h: int, w: int) ->
 
 def test_mobile_sam_pair_matches_reference(seeded_mobile_sam, image_a, parity_manifest, tmp_path):
     paths = export_onnx(seeded_mobile_sam, tmp_path, quantize="decoder", name="mobile_sam")
-    predictor = OnnxPredictor.from_export(tmp_path)
+    predictor = OnnxPredictor.from_export(tmp_path, image_format="RGB")
     predictor.set_image(image_a)
     ref_emb = np.load(DATA / "mobile_sam_prompts.npz")["embedding"]
     emb = predictor.get_image_embedding()[0]
