@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -204,3 +205,15 @@ class SAM:
 
     def __repr__(self) -> str:
         return f"SAM({self.name}: {self.config.describe()})"
+
+    def export(
+        self, format: str = "onnx", output_dir: str | os.PathLike = ".", **options
+    ) -> dict[str, Path]:
+        """Export to ``format`` (``"onnx"``: image encoder + prompt decoder pair).
+
+        Options as :func:`samkit.export.export_onnx` (``opset``, ``mask_output``, ``quantize``,
+        ``name``, ...). Returns the written paths (``encoder``, ``decoder``, ``metadata``, ...).
+        """
+        from .export import export
+
+        return export(self, format, output_dir, **options)
