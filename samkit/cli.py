@@ -89,6 +89,15 @@ register(
 )
 register(
     Command(
+        "export",
+        "Export a model to ONNX (image encoder + prompt decoder with the annotation tools' interface).",
+        cli_commands.EXPORT_ARGS,
+        _runner("run_export"),
+        usage="model=sam_b.pt format=onnx [output_dir=DIR] [quantize=true] [key=value ...]",
+    )
+)
+register(
+    Command(
         "benchmark",
         "Time encoders, decoders and segment-everything per model and precision (seeded weights).",
         cli_commands.BENCHMARK_ARGS,

@@ -264,3 +264,43 @@ def run_benchmark(args: dict[str, Any]) -> int:
     print_table(result)
     print(f"full result written to {args['json']}")
     return 0
+
+
+EXPORT_ARGS = [
+    Arg("model", "sam_b.pt", "checkpoint path, official file name or variant name", "str"),
+    Arg(
+        "format",
+        "onnx",
+        "export format (onnx: image encoder + prompt decoder pair)",
+        "choice",
+        ("onnx",),
+    ),
+    Arg("output_dir", ".", "directory to write the exported files into", "path"),
+    Arg("name", None, "file name prefix (default: checkpoint stem or variant name)", "str"),
+    Arg("opset", 17, "ONNX opset", "int"),
+    Arg(
+        "mask_output",
+        "all",
+        "decoder masks: all, multi, single or best",
+        "choice",
+        ("all", "multi", "single", "best"),
+    ),
+    Arg("quantize", False, "also write int8 copies: true/decoder, encoder or all", "any"),
+    Arg("encoder", True, "export the image encoder", "bool"),
+    Arg("decoder", True, "export the prompt decoder", "bool"),
+    Arg("verify", False, "run the exported graphs in onnxruntime and compare with torch", "bool"),
+    Arg("cache_dir", None, "directory for downloaded checkpoints", "path"),
+]
+
+
+def run_export(args: dict[str, Any]) -> int:
+    from .model import SAM
+
+    options = {
+        k: v for k, v in args.items() if k not in ("model", "format", "output_dir", "cache_dir")
+    }
+    model = SAM(args["model"], cache_dir=args["cache_dir"])
+    paths = model.export(args["format"], args["output_dir"], **options)
+    for kind, path in paths.items():
+        print(f"{kind:<14} {path}")
+    return 0

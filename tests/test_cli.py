@@ -204,3 +204,35 @@ def test_annotate_from_yolo_detection_labels(cli_workspace):
     assert r.returncode == 0 and "2 already done" in r.stdout
     r = run("annotate", f"labels={labels}")
     assert r.returncode == 2 and "'data' is required" in r.stderr
+
+
+def test_export_onnx_pair_runs_in_onnxruntime(cli_workspace):
+    import onnxruntime as ort
+
+    ws, ckpt = cli_workspace
+    r = run(
+        "export",
+        f"model={ckpt}",
+        "format=onnx",
+        f"output_dir={ws / 'onnx'}",
+        "quantize=true",
+        "--opset",
+        "17",
+    )
+    assert r.returncode == 0, r.stderr
+    files = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()}
+    assert {"encoder", "decoder", "decoder_int8", "metadata"} <= set(files)
+    meta = json.loads(Path(files["metadata"]).read_text())
+    assert meta
+    dec = ort.InferenceSession(files["decoder"], providers=["CPUExecutionProvider"])
+    names = {i.name for i in dec.get_inputs()}
+    assert names == {
+        "image_embeddings",
+        "point_coords",
+        "point_labels",
+        "mask_input",
+        "has_mask_input",
+        "orig_im_size",
+    }
+    r = run("export", f"model={ckpt}", "format=tflite", f"output_dir={ws / 'x'}")
+    assert r.returncode == 2 and "one of onnx" in r.stderr and not (ws / "x").exists()
