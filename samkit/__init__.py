@@ -15,6 +15,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "SAM": "samkit.model",
     "SamPredictor": "samkit.predictor",
+    "SamAutomaticMaskGenerator": "samkit.automatic",
+    "segment_everything": "samkit.everything",
+    "EverythingOutput": "samkit.everything",
     "ModelConfig": "samkit.registry",
     "VARIANTS": "samkit.registry",
     "SamkitError": "samkit.errors",

@@ -5,6 +5,17 @@ Python data. Boxes are in pixels; the box format (XYXY or XYWH) is part of each 
 docstring.
 """
 
+from samkit.ops.amg import (
+    batch_iterator,
+    build_all_layer_point_grids,
+    build_point_grid,
+    generate_crop_boxes,
+    is_box_near_crop_edge,
+    stability_score,
+    uncrop_boxes_xyxy,
+    uncrop_masks,
+    uncrop_points,
+)
 from samkit.ops.boxes import (
     box_area,
     box_iou,
@@ -54,4 +65,14 @@ __all__ = [
     "rle_to_mask",
     "xywh_to_xyxy",
     "xyxy_to_xywh",
+    # segment-everything helpers
+    "batch_iterator",
+    "build_all_layer_point_grids",
+    "build_point_grid",
+    "generate_crop_boxes",
+    "is_box_near_crop_edge",
+    "stability_score",
+    "uncrop_boxes_xyxy",
+    "uncrop_masks",
+    "uncrop_points",
 ]
