@@ -15,6 +15,15 @@ from typing import Any
 # public name -> submodule. Loaded on first use (PEP 562) so that the torch-free submodules
 # (rle, polygons) can be imported where torch is not installed.
 _EXPORTS = {
+    "batch_iterator": "amg",
+    "build_all_layer_point_grids": "amg",
+    "build_point_grid": "amg",
+    "generate_crop_boxes": "amg",
+    "is_box_near_crop_edge": "amg",
+    "stability_score": "amg",
+    "uncrop_boxes_xyxy": "amg",
+    "uncrop_masks": "amg",
+    "uncrop_points": "amg",
     "box_area": "boxes",
     "box_iou": "boxes",
     "clip_boxes": "boxes",
@@ -38,29 +47,7 @@ _EXPORTS = {
     "rle_to_mask": "rle",
 }
 
-__all__ = [
-    "area_from_rle",
-    "batched_nms",
-    "box_area",
-    "box_iou",
-    "clip_boxes",
-    "coco_to_rle",
-    "encode_coco_rle",
-    "mask_to_box_xyxy",
-    "mask_to_polygons",
-    "mask_to_rle",
-    "masks_to_boxes_xyxy",
-    "masks_to_rle_torch",
-    "merge_polygons",
-    "nms",
-    "normalize_polygon",
-    "polygons_to_mask",
-    "remove_small_regions",
-    "rle_to_coco",
-    "rle_to_mask",
-    "xywh_to_xyxy",
-    "xyxy_to_xywh",
-]
+__all__ = sorted(_EXPORTS)
 
 
 class _OpsModule(types.ModuleType):
