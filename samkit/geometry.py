@@ -29,7 +29,7 @@ def resize_longest_side(image: np.ndarray, long_side: int) -> np.ndarray:
     if (new_h, new_w) == (h, w):
         return np.ascontiguousarray(image)
     resized = Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR)
-    return np.asarray(resized)
+    return np.array(resized)  # writable, so torch.as_tensor can share it
 
 
 def scale_coords_np(

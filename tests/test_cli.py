@@ -236,3 +236,31 @@ def test_export_onnx_pair_runs_in_onnxruntime(cli_workspace):
     }
     r = run("export", f"model={ckpt}", "format=tflite", f"output_dir={ws / 'x'}")
     assert r.returncode == 2 and "one of onnx" in r.stderr and not (ws / "x").exists()
+
+
+def test_predict_without_prompts_segments_everything(cli_workspace):
+    ws, ckpt = cli_workspace
+    r = run(
+        "predict",
+        f"model={ckpt}",
+        f"source={ws / 'a.png'}",
+        "points_stride=4",
+        "conf_thres=0.0",
+        "stability_score_thresh=0.0",
+        "save=false",
+        cwd=ws,
+    )
+    assert r.returncode == 0, r.stderr
+    data = json.loads((ws / "runs" / "predict" / "results.json").read_text())
+    assert data["mode"] == "everything" and data["prompts"] is None
+    assert len(data["images"][0]["masks"]) >= 1
+    assert not (ws / "runs" / "predict" / "a.png").exists()
+    r = run(
+        "predict",
+        f"model={ckpt}",
+        f"source={ws / 'a.png'}",
+        "bboxes=[1,2,30,40]",
+        "points_stride=4",
+        cwd=ws,
+    )
+    assert r.returncode == 2 and "only used without prompts" in r.stderr
