@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
+from . import __version__, cli_commands
 from .cli_args import Arg, Command, UsageError, format_help, parse_args
 from .errors import SamkitError
 
@@ -58,6 +60,53 @@ register(
 )
 
 
+def _runner(name: str):
+    def run(args: dict[str, Any]) -> int:
+        from . import cli_commands
+
+        return getattr(cli_commands, name)(args)
+
+    return run
+
+
+register(
+    Command(
+        "predict",
+        "Segment images from prompts (bboxes/points), or everything when no prompt is given.",
+        cli_commands.PREDICT_ARGS,
+        _runner("run_predict"),
+        usage="model=sam_b.pt source=img.jpg [bboxes=[x1,y1,x2,y2]] [key=value ...]",
+    )
+)
+register(
+    Command(
+        "annotate",
+        "Turn an image folder into a YOLO or COCO segmentation dataset (detector or label boxes -> SAM).",
+        cli_commands.ANNOTATE_ARGS,
+        _runner("run_annotate"),
+        usage="data=images/ (labels=labels/ | det_model=yolov8x.pt) [format=yolo|coco] [key=value ...]",
+    )
+)
+register(
+    Command(
+        "export",
+        "Export a model to ONNX (image encoder + prompt decoder with the annotation tools' interface).",
+        cli_commands.EXPORT_ARGS,
+        _runner("run_export"),
+        usage="model=sam_b.pt format=onnx [output_dir=DIR] [quantize=true] [key=value ...]",
+    )
+)
+register(
+    Command(
+        "benchmark",
+        "Time encoders, decoders and segment-everything per model and precision (seeded weights).",
+        cli_commands.BENCHMARK_ARGS,
+        _runner("run_benchmark"),
+        usage="[models=[sam_b,mobile_sam]] [precisions=[fp32,bf16]] [runs=3] [key=value ...]",
+    )
+)
+
+
 def _top_help() -> str:
     width = max(len(n) for n in COMMANDS)
     lines = [
@@ -74,6 +123,9 @@ def _top_help() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if hasattr(signal, "SIGPIPE") and threading.current_thread() is threading.main_thread():
+        # `samkit ... | head` ends quietly, like other command-line tools
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):

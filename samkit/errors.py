@@ -29,3 +29,11 @@ class PromptError(SamkitError):
 
 class ExportError(SamkitError):
     """An export format or option is not supported, or exported files do not fit together."""
+
+
+class DatasetError(SamkitError):
+    """A dataset, a label file or a detector's output is malformed or does not fit the images."""
+
+
+class DependencyError(SamkitError, ImportError):
+    """An optional dependency is not installed; the message gives the ``pip install`` command."""

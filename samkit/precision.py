@@ -64,12 +64,13 @@ def device_has_native_bf16(device: torch.device | str) -> bool:
     return False
 
 
-def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
-    """``"fp32"`` or ``"bf16"`` for a requested precision on ``device``.
+def resolve_precision(precision: str | None, device: torch.device | str = "cpu") -> str:
+    """``"fp32"`` or ``"bf16"`` for a requested precision on ``device`` (None means fp32).
 
     ``"auto"`` means bf16 where the device computes it natively, else fp32. An explicit
     ``"bf16"`` on a device without native bf16 is honoured with a :class:`SlowPrecisionWarning`.
     """
+    precision = "fp32" if precision is None else str(precision).lower()
     if precision not in PRECISIONS:
         raise SamkitError(
             f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}"
@@ -97,6 +98,21 @@ def precision_context(precision: str, device: torch.device | str = "cpu") -> Ite
         yield
     else:
         raise SamkitError(f"expected a resolved precision 'fp32' or 'bf16', got {precision!r}")
+
+
+def dtype_of(precision: str) -> torch.dtype:
+    """The torch dtype of a resolved precision (``"fp32"`` or ``"bf16"``)."""
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
+    """Run the block autocasting to ``dtype`` on ``device`` (nothing to do for float32)."""
+    if dtype == torch.float32:
+        yield
+        return
+    with torch.autocast(device_type=torch.device(device).type, dtype=dtype):
+        yield
 
 
 def encode(encoder: torch.nn.Module, images: torch.Tensor, precision: str) -> torch.Tensor:

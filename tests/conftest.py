@@ -21,7 +21,13 @@ torch.set_num_threads(max(1, torch.get_num_threads()))
 # windowed blocks with padding (grid 16, window 6), a global block, decomposed rel-pos.
 TINY_VIT = ModelConfig(
     ViTConfig(
-        embed_dim=64, depth=2, num_heads=2, global_attn_indexes=(1,), window_size=6, img_size=256
+        embed_dim=64,
+        depth=2,
+        num_heads=2,
+        global_attn_indexes=(1,),
+        window_size=6,
+        img_size=256,
+        out_chans=64,
     ),
     DecoderConfig(transformer_dim=64, depth=2, num_heads=4, mlp_dim=128, iou_head_hidden_dim=64),
 )
@@ -33,6 +39,7 @@ TINY_TINYVIT = ModelConfig(
         window_sizes=(7, 7, 14, 7),
         img_size=256,
         num_classes=10,
+        out_chans=64,
     ),
     DecoderConfig(transformer_dim=64, depth=2, num_heads=4, mlp_dim=128, iou_head_hidden_dim=64),
 )

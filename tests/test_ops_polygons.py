@@ -166,3 +166,28 @@ def test_normalize_polygon():
     np.testing.assert_allclose(out, [[0, 0], [159 / 160, 0.5], [0.5, 119 / 120], [1, 0]])
     with pytest.raises(ValueError):
         normalize_polygon(poly, 0, W)
+
+
+def test_merge_many_parts_follows_the_minimum_spanning_tree():
+    # 40 squares in random cells: the bridges (each walked twice) must form a minimum spanning
+    # tree of the parts' closest-point distances, computed here by brute force.
+    rng = np.random.default_rng(3)
+    cells = rng.choice(100, 40, replace=False)
+    sq = np.array([[0, 0], [4, 0], [4, 4], [0, 4]], np.float32)
+    parts = [
+        sq + np.array([12 * (c % 10) + rng.integers(0, 6), 12 * (c // 10)], np.float32)
+        for c in cells
+    ]
+    n = len(parts)
+    dist = np.array(
+        [[np.linalg.norm(a[:, None] - b[None], axis=-1).min() for b in parts] for a in parts]
+    )
+    in_tree, link, mst = {0}, dist[0].copy(), 0.0
+    while len(in_tree) < n:
+        q = min((i for i in range(n) if i not in in_tree), key=lambda i: link[i])
+        mst += link[q]
+        in_tree.add(q)
+        link = np.minimum(link, dist[q])
+    merged = merge_polygons(parts)
+    seg = np.linalg.norm(np.diff(np.vstack([merged, merged[:1]]), axis=0), axis=1)
+    assert seg.sum() == pytest.approx(n * 16 + 2 * mst)
