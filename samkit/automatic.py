@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from .errors import SamkitError
-from .everything import AmgParams, generate_mask_set, resolve_dtype
+from .everything import resolve_dtype
+from .everything_core import AmgParams, generate_mask_set
 from .models import Sam
 from .ops.rle import mask_to_rle, rle_to_coco
 from .predictor import SamPredictor
@@ -70,6 +71,7 @@ class SamAutomaticMaskGenerator:
         self.output_mode = output_mode
         self.precision = precision
         self.progress = progress
+        self.last_stats: dict[str, float] = {}  # counters and timings of the last generate()
 
     def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
         """Masks of an ``H x W x 3`` uint8 RGB image as a list of records.
@@ -80,7 +82,9 @@ class SamAutomaticMaskGenerator:
         (XYWH). Records come in the reference's order.
         """
         dtype = resolve_dtype(self.precision, self.predictor.device)
-        data, cleaned = generate_mask_set(self.predictor, image, self.params, dtype, self.progress)
+        data, cleaned, self.last_stats = generate_mask_set(
+            self.predictor, image, self.params, dtype, self.progress
+        )
         masks = enumerate(cleaned) if cleaned is not None else data.masks()
         records = []
         for i, mask in masks:

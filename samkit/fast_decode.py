@@ -113,48 +113,71 @@ class PointDecoder:
 
     @torch.inference_mode()
     def decode(
-        self, coords: torch.Tensor | np.ndarray, iou_threshold: float | None = None
+        self,
+        coords: torch.Tensor | np.ndarray,
+        iou_threshold: float | None = None,
+        region: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Decode ``B x 2`` points (input frame, float64 ok).
 
-        Returns ``(iou B x M float32, keep B x M bool, logits K x 4h x 4w float32)`` with
-        M = 3 multimask outputs; ``keep`` is ``iou > iou_threshold`` (all True when the
-        threshold is None) and ``logits`` are the low-res mask logits of the kept masks in
-        row-major order of ``keep``.
+        Args:
+            iou_threshold: masks with predicted IoU above it get logits (None: all).
+            region: ``(h, w)``: only ``logits[..., :h, :w]`` are computed (the part of the
+                low-res frame that the resized image covers; the upscaling is per pixel, so
+                skipping the rest changes nothing). Default: the whole ``4h x 4w`` frame.
+        Returns:
+            ``(iou B x M float32, keep B x M bool, logits K x h x w float32)``, M = 3
+            multimask outputs; ``keep`` is ``iou > iou_threshold`` and ``logits`` are the
+            low-res logits of the kept masks, in row-major order of ``keep``.
         """
         if self._features_missing():
             raise RuntimeError("PointDecoder.set_features must be called before decode")
+        gh, gw = self.grid
+        rh, rw = region if region is not None else (4 * gh, 4 * gw)
+        if not (0 < rh <= 4 * gh and 0 < rw <= 4 * gw):
+            raise ValueError(f"region must be within the {4 * gh} x {4 * gw} frame, got {region}")
         coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
-        ious, keeps, logits = [], [], []
+        m = len(self.token_indices)
+        ious, keeps, logits = [torch.zeros((0, m))], [torch.zeros((0, m), dtype=torch.bool)], []
+        dec = self.dec
         for s in range(0, len(coords), self.chunk):
-            iou, state = self._transformer(self.point_tokens(coords[s : s + self.chunk]))
-            iou = iou.float()
+            q, pe, keys = self._layers(self.point_tokens(coords[s : s + self.chunk]))
+            kp = keys + self.pos
+            final = self.dec.transformer.final_attn_token_to_image
+            # The final attention treats every token on its own: the IoU token first ...
+            iou_tok = self._final(final, q[:, :1], pe[:, :1], kp, keys)
+            iou = dec.iou_prediction_head(iou_tok[:, 0])[:, self.token_indices].float()
             keep = torch.ones_like(iou, dtype=torch.bool)
             if iou_threshold is not None:
                 keep = iou > iou_threshold
             rows = keep.any(1).nonzero()[:, 0]
             if len(rows):
-                keys, hyper = state
-                low = self.upscale(keys[rows], hyper[rows])  # R x M x 4h x 4w
+                # ... then the mask tokens, only for prompts with a mask to upscale.
+                sel = [1 + t for t in self.token_indices]
+                if len(rows) < len(q):  # (no copies when every prompt goes on)
+                    q, pe, kp, keys = q[rows], pe[rows], kp[rows], keys[rows]
+                mask_tok = self._final(final, q[:, sel], pe[:, sel], kp, keys)
+                hyper = torch.stack(
+                    [
+                        dec.output_hypernetworks_mlps[t](mask_tok[:, j])
+                        for j, t in enumerate(self.token_indices)
+                    ],
+                    dim=1,
+                )
+                low = self.upscale(keys, hyper, (rh, rw))  # R x M x rh x rw
                 logits.append(low[keep[rows]])
             ious.append(iou)
             keeps.append(keep)
-        if not ious:
-            m = len(self.token_indices)
-            empty = torch.zeros((0, m))
-            h4, w4 = 4 * self.grid[0], 4 * self.grid[1]
-            return empty, empty.bool(), torch.zeros((0, h4, w4))
-        h4, w4 = 4 * self.grid[0], 4 * self.grid[1]
-        out = torch.cat(logits) if logits else torch.zeros((0, h4, w4))
+        out = torch.cat(logits) if logits else torch.zeros((0, rh, rw))
         return torch.cat(ious), torch.cat(keeps), out
 
     def _features_missing(self) -> bool:
         return not hasattr(self, "keys0")
 
     # -- the two-way transformer -----------------------------------------------------------
-    def _transformer(self, tokens: torch.Tensor):
-        dec = self.dec
-        tr = dec.transformer
+    def _layers(self, tokens: torch.Tensor):
+        """The two-way blocks: returns ``(tokens, token pe, image tokens B x N x C)``."""
+        tr = self.dec.transformer
         pe = tokens  # the query positional encoding is the initial tokens
         q = tokens
         keys = None
@@ -174,23 +197,14 @@ class PointDecoder:
                 q = layer.norm2(q + self._attend(t2i, q + pe, kp, keys))
                 q = layer.norm3(q + layer.mlp(q))
                 keys = layer.norm4(self._i2t(layer.cross_attn_image_to_token, q, pe, kp, keys))
-        # Final token->image attention, only for the tokens that are read.
-        sel = [0] + [1 + i for i in self.token_indices]
-        qs, pes = q[:, sel], pe[:, sel]
-        if keys is None:  # depth 0: keys are the shared image tokens
+        if keys is None:  # no blocks: the image tokens are the shared ones
             keys = self.keys0.expand(q.shape[0], -1, -1)
-        kp = keys + self.pos
-        out = self._attend(tr.final_attn_token_to_image, qs + pes, kp, keys)
-        qs = tr.norm_final_attn(qs + out)
-        iou = dec.iou_prediction_head(qs[:, 0])[:, self.token_indices]
-        hyper = torch.stack(
-            [
-                dec.output_hypernetworks_mlps[t](qs[:, 1 + j])
-                for j, t in enumerate(self.token_indices)
-            ],
-            dim=1,
-        )
-        return iou, (keys, hyper)
+        return q, pe, keys
+
+    def _final(self, attn: Attention, q, pe, kp, keys) -> torch.Tensor:
+        """Final token->image attention and norm for the tokens ``q`` (``B x T x C``)."""
+        out = self._attend(attn, q + pe, kp, keys)
+        return self.dec.transformer.norm_final_attn(q + out)
 
     def _attend_shared(self, attn: Attention, q: torch.Tensor) -> torch.Tensor:
         """Token->image attention against the shared first-layer keys/values (``B x T x C``)."""
@@ -257,16 +271,24 @@ class PointDecoder:
 
     # -- output upscaling --------------------------------------------------------------------
     @torch.inference_mode()
-    def upscale(self, keys: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
-        """Mask logits ``R x M x 4h x 4w`` (float32) from image tokens ``R x N x C`` and
-        hypernetwork outputs ``R x M x C/8``.
+    def upscale(
+        self, keys: torch.Tensor, hyper: torch.Tensor, region: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Mask logits ``R x M x h x w`` (float32) from image tokens ``R x N x C`` and
+        hypernetwork outputs ``R x M x C/8``; ``region = (h, w)`` (default ``4 x`` the grid).
 
         The two 2x2 stride-2 transposed convolutions are per-pixel matrix products, computed
-        channels-last so that LayerNorm2d is a plain layer norm over the last dimension.
+        channels-last so that LayerNorm2d is a plain layer norm over the last dimension; only
+        the image tokens under ``region`` are upscaled.
         """
         conv1, ln, _, conv2, _ = self.dec.output_upscaling
-        r, n, c = keys.shape
+        r, _, c = keys.shape
         gh, gw = self.grid
+        rh, rw = region if region is not None else (4 * gh, 4 * gw)
+        if (rh, rw) != (4 * gh, 4 * gw):
+            gh, gw = -(-rh // 4), -(-rw // 4)
+            keys = keys.view(r, *self.grid, c)[:, :gh, :gw]
+        n = gh * gw
         c1 = conv1.out_channels
         c2 = conv2.out_channels
         w1 = conv1.weight.permute(0, 2, 3, 1).reshape(c, 4 * c1)  # (a, b, o) per input chan
@@ -278,4 +300,4 @@ class PointDecoder:
         logits = torch.bmm(z.view(r, n * 16, c2), hyper.transpose(1, 2))  # R x N*16 x M
         # (i, j, a, b, a2, b2) -> rows 4i + 2a + a2, cols 4j + 2b + b2
         logits = logits.view(r, gh, gw, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
-        return logits.reshape(r, m, 4 * gh, 4 * gw).float()
+        return logits.reshape(r, m, 4 * gh, 4 * gw)[:, :, :rh, :rw].float()

@@ -13,11 +13,14 @@ import torch
 from samkit.automatic import SamAutomaticMaskGenerator
 from samkit.errors import ImageError, SamkitError
 from samkit.everything import EverythingOutput, resolve_dtype, segment_everything
+from samkit.everything_core import MaskSet
 from samkit.models import Sam
 from samkit.ops.boxes import masks_to_boxes_xyxy
 from samkit.ops.rle import rle_to_mask
+from samkit.ops.upsample import UpsamplePlan
 from samkit.predictor import SamPredictor
 from samkit.registry import ModelConfig, ViTConfig
+from samkit.transforms import preprocess_shape
 
 from .amg_reference import match_records, reference_generate
 from .conftest import DATA, TINY_VIT, synthetic_image, tiny_model
@@ -210,6 +213,33 @@ def test_output_modes_round_trip_pycocotools(tiny):
         assert np.array_equal(mask_utils.decode(from_u).astype(bool), b["segmentation"])
         assert b["area"] == int(b["segmentation"].sum()) == u["area"] == c["area"]
         assert b["crop_box"] == [0, 0, 50, 40]
+
+
+def test_mask_set_builds_masks_in_order_across_crops():
+    h, w = 40, 60
+    crops = [[0, 0, 60, 40], [20, 10, 50, 30]]
+    plans = [
+        UpsamplePlan((64, 64), 256, preprocess_shape(y1 - y0, x1 - x0, 256), (y1 - y0, x1 - x0))
+        for x0, y0, x1, y1 in crops
+    ]
+    which = np.array([1, 0, 1, 0, 1])
+    logits = [torch.full((64, 64), 5.0 if k % 2 else -5.0) for k in range(5)]
+    data = MaskSet(
+        (h, w),
+        logits,
+        which,
+        iou=np.zeros(5, np.float32),
+        crop_boxes=np.array([crops[c] for c in which]),
+        plans=plans,
+    )
+    got = list(data.masks(chunk=4))
+    assert [i for i, _ in got] == [0, 1, 2, 3, 4]
+    for i, m in got:
+        x0, y0, x1, y1 = crops[which[i]]
+        expected = np.zeros((h, w), bool)
+        if i % 2:
+            expected[y0:y1, x0:x1] = True
+        assert np.array_equal(m, expected)
 
 
 # -- the high-level function -----------------------------------------------------------------------

@@ -77,6 +77,12 @@ def test_iou_threshold_selects_masks(shapes_decoder_sam):
     assert (low - low_ref[keep]).abs().max() <= 1e-5 * low_ref.abs().max()
     iou, keep, low = dec.decode(coords, iou_threshold=10.0)  # nothing passes: no upscaling
     assert not keep.any() and low.shape == (0, 256, 256)
+    # Only the region the image covers (here 150 x 97 low-res pixels) is upscaled.
+    iou, keep, part = dec.decode(coords, iou_threshold=thr, region=(150, 97))
+    assert part.shape == (int(keep.sum()), 150, 97)
+    assert (part - low_ref[keep][:, :150, :97]).abs().max() <= 1e-5 * low_ref.abs().max()
+    with pytest.raises(ValueError, match="region"):
+        dec.decode(coords, region=(300, 10))
 
 
 def test_chunking_and_empty_input(shapes_decoder_sam):
