@@ -15,6 +15,13 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "SAM": "samkit.model",
     "SamPredictor": "samkit.predictor",
+    "OnnxPredictor": "samkit.onnx_predictor",
+    "Predictor": "samkit.interactive",
+    "Results": "samkit.results",
+    "load_sources": "samkit.sources",
+    "SamAutomaticMaskGenerator": "samkit.automatic",
+    "segment_everything": "samkit.everything",
+    "EverythingOutput": "samkit.everything",
     "ModelConfig": "samkit.registry",
     "VARIANTS": "samkit.registry",
     "SamkitError": "samkit.errors",

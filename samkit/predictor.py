@@ -7,24 +7,51 @@ image pixels and returns NumPy arrays, exactly like ``segment_anything.SamPredic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from .errors import ImageError, PromptError
 from .models import Sam
+from .precision import encode, resolve_precision
 from .transforms import resize_longest_side, scale_boxes, scale_coords
 
 
-class SamPredictor:
-    """Computes the image embedding once (:meth:`set_image`) and answers prompts against it."""
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """One encoded image: ``features`` ``1 x C x h x w`` (fp32) and its sizes ``(H, W)``.
 
-    def __init__(self, sam_model: Sam) -> None:
+    ``original_size`` is the image's size, ``input_size`` its resized size before padding.
+    """
+
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+class SamPredictor:
+    """Computes the image embedding once (:meth:`set_image`) and answers prompts against it.
+
+    ``precision`` of the image encoder: ``"fp32"`` (the reference, default), ``"bf16"``, or
+    ``"auto"`` (bf16 where the device computes it natively); see :mod:`samkit.precision`.
+    Prompt encoding and mask decoding always run in fp32.
+    """
+
+    def __init__(self, sam_model: Sam, precision: str = "fp32") -> None:
         self.model = sam_model
+        self.precision = resolve_precision(precision, sam_model.device)
         self.reset_image()
 
     # -- image -----------------------------------------------------------------------------
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Encode an ``H x W x 3`` uint8 image (``image_format`` "RGB" or "BGR")."""
+        image = self._check_image(image, image_format)
+        self.set_torch_image(self._to_input(image, image_format), image.shape[:2])
+
+    @staticmethod
+    def _check_image(image: np.ndarray, image_format: str) -> np.ndarray:
         if image_format not in ("RGB", "BGR"):
             raise ImageError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         image = np.asarray(image)
@@ -37,11 +64,14 @@ class SamPredictor:
             raise ImageError(f"expected a uint8 image (0-255), got dtype {image.dtype}")
         if min(image.shape[:2]) < 1:
             raise ImageError(f"the image is empty (shape {image.shape})")
+        return image
+
+    def _to_input(self, image: np.ndarray, image_format: str) -> torch.Tensor:
+        """Resized ``1 x 3 x h x w`` uint8 tensor of a checked RGB/BGR image."""
         if image_format != self.model.image_format:
             image = image[..., ::-1]
         resized = resize_longest_side(image, self.model.image_size)
-        tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
-        self.set_torch_image(tensor, image.shape[:2])
+        return torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
 
     @torch.inference_mode()
     def set_torch_image(
@@ -61,7 +91,46 @@ class SamPredictor:
         self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
         self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
         x = self.model.preprocess(transformed_image.to(self.device))
-        self.features = self.model.image_encoder(x)
+        self.features = encode(self.model.image_encoder, x, self.precision)
+        self.is_image_set = True
+
+    def encode_images(
+        self, images: Sequence[np.ndarray], image_format: str = "RGB", batch_size: int = 4
+    ) -> list[ImageEmbedding]:
+        """Encode several ``H x W x 3`` uint8 images, ``batch_size`` at a time through the encoder.
+
+        The current image is not changed; pass a result to :meth:`set_embedding` to prompt it.
+        """
+        if batch_size < 1:
+            raise ImageError(f"batch_size must be >= 1, got {batch_size}")
+        inputs = []
+        for i, image in enumerate(images):
+            try:
+                image = self._check_image(image, image_format)
+            except ImageError as e:
+                raise ImageError(f"image {i}: {e}") from None
+            inputs.append((self._to_input(image, image_format), image.shape[:2]))
+        out = []
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start : start + batch_size]
+            x = torch.cat([self.model.preprocess(t.to(self.device)) for t, _ in chunk])
+            features = encode(self.model.image_encoder, x, self.precision)
+            for j, (t, size) in enumerate(chunk):
+                out.append(
+                    ImageEmbedding(
+                        features[j : j + 1].clone(),
+                        (int(size[0]), int(size[1])),
+                        (int(t.shape[-2]), int(t.shape[-1])),
+                    )
+                )
+        return out
+
+    def set_embedding(self, embedding: ImageEmbedding) -> None:
+        """Make an embedding from :meth:`encode_images` the current image."""
+        self.reset_image()
+        self.features = embedding.features.to(self.device)
+        self.original_size = embedding.original_size
+        self.input_size = embedding.input_size
         self.is_image_set = True
 
     def reset_image(self) -> None:

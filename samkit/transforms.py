@@ -1,26 +1,17 @@
-"""Resizing of images and prompts to the model's input frame, exactly as SAM's reference does."""
+"""Resizing of images and prompts to the model's input frame, exactly as SAM's reference does.
+
+The NumPy/Pillow parts live in the torch-free :mod:`samkit.geometry`; this module adds the
+torch-tensor variants used by the torch predictor.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
 
+from .geometry import preprocess_shape, resize_longest_side, scale_coords_np
 
-def preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
-    """Size ``(h, w)`` after scaling so that the longer side equals ``long_side`` (rounded)."""
-    scale = long_side * 1.0 / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
-def resize_longest_side(image: np.ndarray, long_side: int) -> np.ndarray:
-    """Resize an ``H x W x 3`` uint8 image with Pillow bilinear so its long side is ``long_side``."""
-    h, w = image.shape[:2]
-    new_h, new_w = preprocess_shape(h, w, long_side)
-    if (new_h, new_w) == (h, w):
-        return np.ascontiguousarray(image)
-    resized = Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR)
-    return np.asarray(resized)
+__all__ = ["preprocess_shape", "resize_longest_side", "scale_boxes", "scale_coords"]
 
 
 def scale_coords(
@@ -29,18 +20,15 @@ def scale_coords(
     input_size: tuple[int, int],
 ) -> np.ndarray | torch.Tensor:
     """Map ``... x 2`` (x, y) pixel coordinates from the original image to the resized one."""
+    if not isinstance(coords, torch.Tensor):
+        # The reference scales NumPy prompts in float64 before the cast to float32.
+        return scale_coords_np(coords, original_size, input_size)
     sx = input_size[1] / original_size[1]
     sy = input_size[0] / original_size[0]
-    if isinstance(coords, torch.Tensor):
-        out = coords.to(torch.float32).clone()
-        out[..., 0] = out[..., 0] * sx
-        out[..., 1] = out[..., 1] * sy
-        return out
-    # The reference scales NumPy prompts in float64 before the cast to float32.
-    out64 = np.array(coords, dtype=np.float64, copy=True)
-    out64[..., 0] = out64[..., 0] * sx
-    out64[..., 1] = out64[..., 1] * sy
-    return out64.astype(np.float32)
+    out = coords.to(torch.float32).clone()
+    out[..., 0] = out[..., 0] * sx
+    out[..., 1] = out[..., 1] * sy
+    return out
 
 
 def scale_boxes(

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel dimension of a ``B x C x H x W`` tensor."""
+    """LayerNorm over the channel dimension of a ``B x C x H x W`` tensor.
+
+    Runs the fused ``layer_norm`` kernel on the channels-last view (no copy when the input is
+    channels-last); half-precision inputs are normalized in fp32 and the result stays fp32.
+    """
 
     def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -16,10 +21,11 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        if x.dtype in (torch.bfloat16, torch.float16):
+            x = x.float()
+        weight, bias = self.weight.to(x.dtype), self.bias.to(x.dtype)
+        y = F.layer_norm(x.permute(0, 2, 3, 1), weight.shape, weight, bias, self.eps)
+        return y.permute(0, 3, 1, 2)
 
 
 class MLPBlock(nn.Module):
@@ -59,3 +65,16 @@ class MLP(nn.Module):
             if i < last:
                 x = torch.relu(x)
         return torch.sigmoid(x) if self.sigmoid_output else x
+
+
+def pad_with(x: torch.Tensor, window: int, value: torch.Tensor | None) -> torch.Tensor:
+    """Pad ``B x H x W x C`` bottom/right to multiples of ``window`` with ``value`` (``C``; None = 0)."""
+    b, h, w, c = x.shape
+    # (positive operands only: ONNX integer division truncates instead of flooring)
+    hp, wp = h + (window - h % window) % window, w + (window - w % window) % window
+    fill = x.new_zeros(c) if value is None else value.to(x.dtype)
+    if wp > w:
+        x = torch.cat([x, fill.expand(b, h, wp - w, c)], dim=2)
+    if hp > h:
+        x = torch.cat([x, fill.expand(b, hp - h, wp, c)], dim=1)
+    return x

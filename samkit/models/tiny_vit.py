@@ -15,11 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d
+from .common import LayerNorm2d, pad_with
 
 
 class ConvBN(nn.Sequential):
-    """Conv2d without bias followed by BatchNorm (keys ``c.*`` and ``bn.*``)."""
+    """Conv2d without bias followed by BatchNorm (keys ``c.*`` and ``bn.*``).
+
+    In eval mode the BatchNorm is folded into the convolution on the fly (the state dict is
+    untouched), and a 1x1 convolution of a channels-last input runs as a matrix product.
+    """
 
     def __init__(
         self, c_in: int, c_out: int, kernel: int = 1, stride: int = 1, pad: int = 0, groups: int = 1
@@ -27,6 +31,23 @@ class ConvBN(nn.Sequential):
         super().__init__()
         self.add_module("c", nn.Conv2d(c_in, c_out, kernel, stride, pad, groups=groups, bias=False))
         self.add_module("bn", nn.BatchNorm2d(c_out))
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight and bias of the one convolution equal to conv followed by eval-mode BN."""
+        bn = self.bn
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        return self.c.weight * scale[:, None, None, None], bn.bias - bn.running_mean * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        weight, bias = self.folded()
+        c = self.c
+        pointwise = c.kernel_size == (1, 1) and c.stride == (1, 1) and c.groups == 1
+        if pointwise and x.is_contiguous(memory_format=torch.channels_last):
+            y = F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias)
+            return y.permute(0, 3, 1, 2)
+        return F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups)
 
 
 class PatchEmbed(nn.Module):
@@ -70,12 +91,12 @@ class PatchMerging(nn.Module):
         self.conv3 = ConvBN(out_dim, out_dim, 1)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        if x.ndim == 3:
-            x = x.transpose(1, 2).reshape(x.shape[0], -1, size[0], size[1])
+        if x.ndim == 3:  # tokens B x L x C -> a channels-last B x C x H x W view
+            x = x.view(x.shape[0], size[0], size[1], -1).permute(0, 3, 1, 2)
         x = F.gelu(self.conv1(x))
         x = F.gelu(self.conv2(x))
         x = self.conv3(x)
-        return x.flatten(2).transpose(1, 2)
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
 
 
 class Mlp(nn.Module):
@@ -119,13 +140,25 @@ class WindowAttention(nn.Module):
         self.register_buffer("attention_bias_idxs", index, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention within each window of ``B x N x C`` tokens (the reference's interface)."""
         b, n, _ = x.shape
-        x = self.norm(x)
-        qkv = self.qkv(x).view(b, n, self.num_heads, 3 * self.head_dim).permute(0, 2, 1, 3)
-        q, k, v = qkv.split(self.head_dim, dim=3)
-        bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))
+        qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3, self.head_dim)
+        q, k, v = qkv.permute(3, 0, 2, 1, 4).unbind(0)
+        out = self.attend(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``B x heads x N x d`` each -> ``B x heads x N x d``, with the learned offset bias."""
+        bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))
+
+    def split_windows(self, qkv: torch.Tensor, window: int) -> torch.Tensor:
+        """``B x Hp x Wp x (heads * 3 * d)`` -> ``3 x (B * nW) x heads x window^2 x d``."""
+        b, hp, wp, _ = qkv.shape
+        nh, nw = hp // window, wp // window
+        qkv = qkv.view(b, nh, window, nw, window, self.num_heads, 3, self.head_dim)
+        qkv = qkv.permute(6, 0, 1, 3, 5, 2, 4, 7)
+        return qkv.reshape(3, b * nh * nw, self.num_heads, window * window, self.head_dim)
 
 
 class TinyViTBlock(nn.Module):
@@ -141,27 +174,30 @@ class TinyViTBlock(nn.Module):
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         h, w = size
         b, n, c = x.shape
-        ws = self.window
-        if h == ws and w == ws:
-            y = self.attn(x)
-        else:
-            y = x.view(b, h, w, c)
-            pad_b = (ws - h % ws) % ws
-            pad_r = (ws - w % ws) % ws
-            if pad_b or pad_r:
-                y = F.pad(y, (0, 0, 0, pad_r, 0, pad_b))
-            hp, wp = h + pad_b, w + pad_r
-            nh, nw = hp // ws, wp // ws
-            y = y.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
-            y = self.attn(y)
-            y = y.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, hp, wp, c)
-            if pad_b or pad_r:
-                y = y[:, :h, :w]
-            y = y.reshape(b, n, c)
-        x = x + y
-        x = self.local_conv(x.transpose(1, 2).reshape(b, c, h, w))
-        x = x.view(b, c, n).transpose(1, 2)
+        x = x + self.window_attention(x.view(b, h, w, c)).reshape(b, n, c)
+        # B x N x C tokens are a channels-last B x C x h x w image: no copies around the conv.
+        x = self.local_conv(x.view(b, h, w, c).permute(0, 3, 1, 2))
+        x = x.permute(0, 2, 3, 1).reshape(b, n, c)
         return x + self.mlp(x)
+
+    def window_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """``B x h x w x C`` -> ``B x h x w x C``: the reference's function with less work.
+
+        The reference zero-pads h and w to multiples of the window, then normalizes and
+        projects every token. A zero token's qkv is ``qkv(norm.bias)``, so qkv is computed on
+        the real tokens and padded with that vector, and ``proj`` runs after cropping.
+        """
+        attn, ws = self.attn, self.window
+        b, h, w, _ = x.shape
+        qkv = attn.qkv(attn.norm(x))
+        pad_value = F.linear(attn.norm.bias, attn.qkv.weight, attn.qkv.bias)
+        qkv = pad_with(qkv, ws, pad_value)
+        hp, wp = qkv.shape[1], qkv.shape[2]
+        q, k, v = attn.split_windows(qkv, ws).unbind(0)
+        out = attn.attend(q, k, v)  # (B nW) x heads x ws^2 x d
+        out = out.view(b, hp // ws, wp // ws, attn.num_heads, ws, ws, -1)
+        out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, hp, wp, -1)[:, :h, :w]
+        return attn.proj(out)
 
 
 class ConvStage(nn.Module):
@@ -173,11 +209,9 @@ class ConvStage(nn.Module):
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         for block in self.blocks:
             x = block(x)
-        return (
-            self.downsample(x, size)
-            if self.downsample is not None
-            else x.flatten(2).transpose(1, 2)
-        )
+        if self.downsample is not None:
+            return self.downsample(x, size)
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
 
 
 class AttentionStage(nn.Module):
@@ -251,11 +285,12 @@ class TinyViT(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
+        # Channels-last throughout: depthwise convs run faster and 1x1 convs become matmuls.
+        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last))
         for i, stage in enumerate(self.layers):
             r = self.resolutions[i]
             x = stage(x, (r, r))
         r = self.resolutions[-1]
         b, _, c = x.shape
         x = x.view(b, r, r, c).permute(0, 3, 1, 2)
-        return self.neck(x)
+        return self.neck(x).contiguous()

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, MLPBlock
+from .attention import rel_pos_attention, relative_position_table
+from .common import LayerNorm2d, MLPBlock, pad_with
 
 
 class PatchEmbed(nn.Module):
@@ -28,39 +29,12 @@ class PatchEmbed(nn.Module):
         return self.proj(x).permute(0, 2, 3, 1)
 
 
-def relative_position_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
-    """Gather relative-position embeddings for every (query, key) pair: ``q_size x k_size x C``.
-
-    ``rel_pos`` (``L x C``) is linearly resized when ``L != 2 * max(q_size, k_size) - 1``.
-    """
-    max_dist = 2 * max(q_size, k_size) - 1
-    if rel_pos.shape[0] != max_dist:
-        resized = F.interpolate(
-            rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=max_dist, mode="linear"
-        )
-        rel_pos = resized.reshape(-1, max_dist).permute(1, 0)
-    q_coords = torch.arange(q_size)[:, None] * max(k_size / q_size, 1.0)
-    k_coords = torch.arange(k_size)[None, :] * max(q_size / k_size, 1.0)
-    relative = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
-    return rel_pos[relative.long()]
-
-
-def decomposed_rel_pos_bias(
-    q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, size: tuple[int, int]
-) -> torch.Tensor:
-    """Additive attention bias ``B x (H*W) x (H*W)`` from the unscaled queries ``B x (H*W) x C``."""
-    h, w = size
-    table_h = relative_position_table(h, h, rel_pos_h).to(q.dtype)
-    table_w = relative_position_table(w, w, rel_pos_w).to(q.dtype)
-    b, _, dim = q.shape
-    r_q = q.reshape(b, h, w, dim)
-    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, table_h)
-    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, table_w)
-    return (rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).reshape(b, h * w, h * w)
-
-
 class Attention(nn.Module):
-    """Multi-head self-attention with optional decomposed relative positions."""
+    """Multi-head self-attention with optional decomposed relative positions.
+
+    ``forward`` maps ``B x h x w x C`` to ``B x h x w x C``. :class:`Block` calls the pieces
+    (``qkv``, :meth:`attend`, ``proj``) itself, so that windowed blocks project only real tokens.
+    """
 
     def __init__(
         self,
@@ -82,45 +56,30 @@ class Attention(nn.Module):
             self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
             self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
 
+    def attend(self, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``qkv`` ``3 x G x N x d`` (``G = B x heads``, ``N = h * w``) -> ``G x N x d``."""
+        q, k, v = qkv.unbind(0)
+        if not self.use_rel_pos:
+            return F.scaled_dot_product_attention(q[None], k[None], v[None])[0]
+        table_h = relative_position_table(size[0], size[0], self.rel_pos_h)
+        table_w = relative_position_table(size[1], size[1], self.rel_pos_w)
+        return rel_pos_attention(q, k, v, table_h, table_w, size)
+
+    def split_heads(self, qkv: torch.Tensor) -> torch.Tensor:
+        """``B x h x w x 3C`` -> contiguous ``3 x (B * heads) x (h * w) x d``."""
+        b, h, w, _ = qkv.shape
+        qkv = qkv.reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        return qkv.reshape(3, b * self.num_heads, h * w, -1)
+
+    def merge_heads(self, out: torch.Tensor, b: int, size: tuple[int, int]) -> torch.Tensor:
+        """``(B * heads) x (h * w) x d`` -> ``B x h x w x C``."""
+        out = out.view(b, self.num_heads, size[0], size[1], -1).permute(0, 2, 3, 1, 4)
+        return out.reshape(b, size[0], size[1], -1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = x.shape
-        n = h * w
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each B x heads x N x head_dim
-        bias = None
-        if self.use_rel_pos:
-            flat_q = q.reshape(b * self.num_heads, n, -1)
-            bias = decomposed_rel_pos_bias(flat_q, self.rel_pos_h, self.rel_pos_w, (h, w))
-            bias = bias.reshape(b, self.num_heads, n, n)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        out = out.reshape(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
-        return self.proj(out)
-
-
-def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """``B x H x W x C`` -> ``(B * nW) x window x window x C``, zero-padding H and W up to a multiple."""
-    b, h, w, c = x.shape
-    pad_h = (window - h % window) % window
-    pad_w = (window - w % window) % window
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    hp, wp = h + pad_h, w + pad_w
-    x = x.view(b, hp // window, window, wp // window, window, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c), (hp, wp)
-
-
-def window_unpartition(
-    windows: torch.Tensor, window: int, padded: tuple[int, int], size: tuple[int, int]
-) -> torch.Tensor:
-    """Inverse of :func:`window_partition`, cropping the padding away."""
-    hp, wp = padded
-    h, w = size
-    b = windows.shape[0] // ((hp // window) * (wp // window))
-    x = windows.view(b, hp // window, wp // window, window, window, -1)
-    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
-    if hp > h or wp > w:
-        x = x[:, :h, :w, :].contiguous()
-    return x
+        out = self.attend(self.split_heads(self.qkv(x)), (h, w))
+        return self.proj(self.merge_heads(out, b, (h, w)))
 
 
 class Block(nn.Module):
@@ -145,17 +104,32 @@ class Block(nn.Module):
         self.window_size = window_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x
-        x = self.norm1(x)
-        if self.window_size > 0:
-            size = (x.shape[1], x.shape[2])
-            x, padded = window_partition(x, self.window_size)
-            x = self.attn(x)
-            x = window_unpartition(x, self.window_size, padded, size)
-        else:
-            x = self.attn(x)
-        x = shortcut + x
+        x = x + self.attention(self.norm1(x))
         return x + self.mlp(self.norm2(x))
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Windowed or global attention of the normalized ``B x H x W x C`` tokens.
+
+        Same function as the reference (pad with zeros after the norm, partition, attend,
+        project, unpartition, crop) with less work: qkv is computed before padding (a zero
+        token's qkv is the qkv bias) and the projection after cropping.
+        """
+        attn, ws = self.attn, self.window_size
+        b, h, w, _ = x.shape
+        qkv = attn.qkv(x)
+        if ws == 0:
+            out = attn.attend(attn.split_heads(qkv), (h, w))
+            return attn.proj(attn.merge_heads(out, b, (h, w)))
+        qkv = pad_with(qkv, ws, attn.qkv.bias)
+        hp, wp = qkv.shape[1], qkv.shape[2]
+        nh, nw = hp // ws, wp // ws
+        heads = attn.num_heads
+        # B x nh x ws x nw x ws x 3 x heads x d -> 3 x (B nh nw heads) x (ws ws) x d
+        qkv = qkv.view(b, nh, ws, nw, ws, 3, heads, -1).permute(5, 0, 1, 3, 6, 2, 4, 7)
+        out = attn.attend(qkv.reshape(3, b * nh * nw * heads, ws * ws, -1), (ws, ws))
+        out = out.view(b, nh, nw, heads, ws, ws, -1).permute(0, 1, 4, 2, 5, 3, 6)
+        out = out.reshape(b, hp, wp, -1)[:, :h, :w]
+        return attn.proj(out)
 
 
 class ImageEncoderViT(nn.Module):
@@ -209,4 +183,4 @@ class ImageEncoderViT(nn.Module):
             x = x + self.pos_embed
         for block in self.blocks:
             x = block(x)
-        return self.neck(x.permute(0, 3, 1, 2))
+        return self.neck(x.permute(0, 3, 1, 2)).contiguous()

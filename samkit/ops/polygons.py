@@ -7,16 +7,19 @@ Polygons are float32 arrays of shape (K, 2) holding ``(x, y)`` pixel coordinates
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch tensors are accepted but torch is not imported (torch-free module)
+    import torch
 
 __all__ = ["mask_to_polygons", "merge_polygons", "normalize_polygon", "polygons_to_mask"]
 
 
 def _as_uint8_mask(mask: np.ndarray | torch.Tensor) -> np.ndarray:
-    if isinstance(mask, torch.Tensor):
+    if hasattr(mask, "detach"):  # a torch tensor
         mask = mask.detach().cpu().numpy()
     mask = np.asarray(mask)
     if mask.ndim != 2:

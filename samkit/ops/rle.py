@@ -13,10 +13,12 @@ last group = sign).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported only by masks_to_rle_torch (this module is torch-free)
+    import torch
 
 __all__ = [
     "area_from_rle",
@@ -46,7 +48,7 @@ def _counts_from_flat(flat: np.ndarray) -> list[int]:
 
 def mask_to_rle(mask: np.ndarray | torch.Tensor) -> RLE:
     """Uncompressed RLE of one (H, W) mask (numpy or torch, any dtype; nonzero = set)."""
-    if isinstance(mask, torch.Tensor):
+    if hasattr(mask, "detach"):  # a torch tensor
         mask = mask.detach().cpu().numpy()
     mask = np.asarray(mask)
     if mask.ndim != 2:
@@ -64,6 +66,8 @@ def masks_to_rle_torch(masks: torch.Tensor) -> list[RLE]:
     vectorized pass on the device (one transfer of the run lengths at the end); on CPU a
     numpy pass per mask is used, which is faster there (cache-friendly, cheaper nonzero).
     """
+    import torch
+
     if not isinstance(masks, torch.Tensor):
         raise TypeError(f"masks must be a torch.Tensor, got {type(masks).__name__}")
     if masks.ndim != 3:
@@ -90,6 +94,8 @@ def _batch_counts_numpy(masks: torch.Tensor) -> list[list[int]]:
 
 def _batch_counts_torch(masks: torch.Tensor) -> list[list[int]]:
     """Run lengths of all (B, H, W) masks in one vectorized pass (any device)."""
+    import torch
+
     b, h, w = masks.shape
     n = h * w
     flat = masks.bool().transpose(1, 2).reshape(b, n)

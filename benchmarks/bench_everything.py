@@ -1,0 +1,222 @@
+"""Segment-everything benchmark: seconds per image, filter pass rates and peak memory.
+
+Prints the figures of the README's "Segment everything" section:
+
+    python benchmarks/bench_everything.py                       # all models, fp32 and bf16
+    python benchmarks/bench_everything.py --models mobile_sam --precisions fp32
+    python benchmarks/bench_everything.py --rss                 # + peak RSS, ViT-B, 4000x3000
+
+Models have seeded weights (no download). ``sam_b+shapes`` is the seeded ViT-B with the trained
+fixture decoder (tests/data/sam_b_shapes_decoder.pt), which gives compact masks like a real
+decoder; the seeded decoders give random-ish masks, so their IoU / stability pass rates (printed)
+are not those of real weights. The image is a synthetic 1280x720 "photo" (smooth background,
+textured shapes, noise). Default generator parameters throughout. The CPU load average is printed
+next to every timing: other processes on the machine slow the figures down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from samkit.everything import segment_everything  # noqa: E402
+from samkit.ops.amg import build_point_grid, stability_score  # noqa: E402
+from samkit.ops.boxes import masks_to_boxes_xyxy  # noqa: E402
+from samkit.ops.rle import masks_to_rle_torch  # noqa: E402
+from samkit.predictor import SamPredictor  # noqa: E402
+from samkit.seeded import seeded_model  # noqa: E402
+
+MODELS = ("mobile_sam", "sam_b", "sam_b+shapes")
+SHAPES_DECODER = ROOT / "tests" / "data" / "sam_b_shapes_decoder.pt"
+
+
+def photo_like(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A deterministic photo-like RGB image: sky/ground gradients, textured shapes, noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.empty((h, w, 3), np.float32)
+    horizon = 0.45 * h + 0.05 * h * np.sin(xx / w * 6.0)
+    sky = yy < horizon
+    t = yy / h
+    img[..., 0] = np.where(sky, 120 + 60 * t, 90 + 40 * t)
+    img[..., 1] = np.where(sky, 160 + 50 * t, 120 + 30 * t)
+    img[..., 2] = np.where(sky, 230 - 30 * t, 70 + 20 * t)
+    for _ in range(14):  # ellipses and rectangles with their own colour and shading
+        cy, cx = rng.uniform(0.1, 0.95) * h, rng.uniform(0.05, 0.95) * w
+        ry, rx = rng.uniform(0.04, 0.2) * h, rng.uniform(0.03, 0.15) * w
+        colour = rng.uniform(20, 240, 3)
+        if rng.random() < 0.5:
+            inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+        else:
+            inside = (np.abs(yy - cy) < ry) & (np.abs(xx - cx) < rx)
+        shade = 0.75 + 0.25 * np.cos((xx - cx) / rx + (yy - cy) / ry)[inside]
+        img[inside] = colour * shade[:, None]
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def build(name: str):
+    model = seeded_model("sam_b" if name == "sam_b+shapes" else name).eval()
+    if name == "sam_b+shapes":
+        state = torch.load(SHAPES_DECODER, weights_only=True)
+        model.load_state_dict(state, strict=False)
+    return model
+
+
+def load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_fast(model, image: np.ndarray, precision: str) -> dict:
+    predictor = SamPredictor(model)
+    segment_everything(predictor, image[:64, :64], points_stride=2, precision=precision)  # warm up
+    load_before = load()
+    c0, t0 = time.process_time(), time.perf_counter()
+    out = segment_everything(predictor, image, precision=precision)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    s = out.stats
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "load": f"{load_before} -> {load()}",
+        "masks": len(out),
+        "iou_pass": s["iou_pass"] / s["masks_decoded"],
+        "prompts_upscaled": s["prompts_upscaled"] / s["points"],
+        "stability_pass": s["stability_pass"] / s["masks_decoded"],
+        **{k: s[k] for k in ("encode_s", "decode_s", "stats_s", "nms_s", "masks_s")},
+    }
+
+
+@torch.inference_mode()
+def run_reference_batch(model, image: np.ndarray) -> float:
+    """Seconds for one 64-point batch done the reference's way: module decoder, full-resolution
+    logits for all 192 masks, stability on them, thresholding, boxes and RLE of the survivors."""
+    predictor = SamPredictor(model)
+    predictor.set_image(image)
+    h, w = image.shape[:2]
+    in_h, in_w = predictor.input_size
+    pts = build_point_grid(32)[:64] * np.array([w, h])
+    coords = torch.as_tensor(pts * np.array([in_w / w, in_h / h]))[:, None, :]
+    t0 = time.perf_counter()
+    logits, iou, _ = predictor.predict_torch(
+        coords, torch.ones(64, 1, dtype=torch.int), return_logits=True
+    )
+    logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)
+    logits = logits[iou > 0.88]
+    stab = stability_score(logits, 0.0, 1.0)
+    masks = logits[stab >= 0.95] > 0
+    masks_to_boxes_xyxy(masks)
+    masks_to_rle_torch(masks)
+    return time.perf_counter() - t0
+
+
+def rss_child(name: str, size: str, precision: str) -> None:
+    w, h = (int(v) for v in size.split("x"))
+    model = build(name)
+    image = photo_like(h, w, seed=1)
+    base = peak_rss_mb()
+    t0 = time.perf_counter()
+    out = segment_everything(SamPredictor(model), image, precision=precision)
+    print(
+        json.dumps(
+            {
+                "model": name,
+                "size": size,
+                "precision": precision,
+                "masks": len(out),
+                "seconds": round(time.perf_counter() - t0, 1),
+                "rss_before_mb": round(base),
+                "peak_rss_mb": round(peak_rss_mb()),
+                "load": load(),
+            }
+        )
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    ap.add_argument("--size", default="1280x720", help="WxH of the benchmark image")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--reference", action="store_true", help="also time one reference-style batch")
+    ap.add_argument("--rss", action="store_true", help="peak RSS, sam_b+shapes on 4000x3000")
+    ap.add_argument("--rss-size", default="4000x3000")
+    ap.add_argument("--rss-child", nargs=3, metavar=("MODEL", "SIZE", "PRECISION"))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.rss_child:
+        rss_child(*args.rss_child)
+        return
+    w, h = (int(v) for v in args.size.split("x"))
+    image = photo_like(h, w)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    print(f"image {w}x{h}, default parameters (32x32 points, IoU 0.88, stability 0.95)")
+    for name in args.models:
+        model = build(name)
+        for precision in args.precisions:
+            r = run_fast(model, image, precision)
+            print(
+                f"{name:13s} {precision}: {r['wall_s']:6.2f} s/image (cpu {r['cpu_s']:.1f} s; "
+                f"encode {r['encode_s']:.2f}, decode {r['decode_s']:.2f}, mask stats "
+                f"{r['stats_s']:.2f}, nms {r['nms_s']:.2f}, masks {r['masks_s']:.2f}) | "
+                f"{r['masks']} masks; IoU pass {r['iou_pass']:.1%} of masks, "
+                f"{r['prompts_upscaled']:.1%} of prompts upscaled, stability pass "
+                f"{r['stability_pass']:.1%} | load {r['load']}",
+                flush=True,
+            )
+        if args.reference:
+            t = run_reference_batch(model, image)
+            print(
+                f"{name:13s} reference-style decoding: {t:.2f} s per 64-point batch "
+                f"(x16 = {16 * t:.1f} s per image plus the encoder) | load {load()}",
+                flush=True,
+            )
+        del model
+    if args.rss:
+        for precision in args.precisions:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--rss-child",
+                "sam_b+shapes",
+                args.rss_size,
+                precision,
+            ]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            r = json.loads(res.stdout.strip().splitlines()[-1])
+            print(
+                f"peak RSS sam_b+shapes {r['size']} {precision}: {r['peak_rss_mb']} MB "
+                f"(model + image {r['rss_before_mb']} MB; {r['masks']} masks, "
+                f"{r['seconds']} s) | load {r['load']}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

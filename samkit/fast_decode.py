@@ -1,0 +1,303 @@
+"""Many single-point prompts against one image embedding, fast and exact.
+
+:class:`PointDecoder` computes what SAM's mask decoder computes for ``B`` one-point prompts
+(multimask output), reorganised so that segment-everything wastes no work:
+
+* Everything that does not depend on the prompt is computed once per image: the image-side
+  projections of the first two-way block (its keys are the same for every prompt).
+* Attention against the per-prompt image tokens is re-associated so that the 4096 x 256
+  image tokens meet a ``(heads * tokens) x 256`` matrix instead of being projected to 128
+  channels first: ``softmax(q Wk (x + pe)^T) x Wv^T`` and ``(x + pe) Wq^T k``. The bias of
+  the key projection cancels in the softmax. The last token-to-image attention only runs
+  for the tokens that are read (the IoU token and the requested mask tokens).
+* IoU predictions come before the expensive output upscaling, which then runs only for
+  prompts with at least one mask that passes the IoU threshold, and the hypernetwork
+  product only for those masks.
+
+In float32 the results equal :class:`~samkit.models.MaskDecoder`'s up to rounding (the
+re-association changes the summation order: IoU differences ~1e-6). ``dtype=torch.bfloat16``
+runs the matrix products in bfloat16 (faster on CPUs with bf16 units, less exact).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .models import Sam
+from .models.transformer import Attention
+
+__all__ = ["PointDecoder"]
+
+
+def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
+    """``B x T x (h*d)`` -> ``B x T x h x d``."""
+    b, t, c = x.shape
+    return x.view(b, t, h, c // h)
+
+
+class PointDecoder:
+    """Decode single foreground points (multimask) against one cached image embedding.
+
+    Args:
+        sam: the model (its prompt encoder and mask decoder are used, not modified).
+        dtype: compute dtype, ``torch.float32`` (exact) or ``torch.bfloat16``.
+        chunk: prompts processed together inside :meth:`decode` (bounds the working set:
+            about 20 MB per prompt in float32).
+    """
+
+    def __init__(self, sam: Sam, dtype: torch.dtype = torch.float32, chunk: int = 8) -> None:
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+        self.dtype = dtype
+        self.chunk = max(1, int(chunk))
+        self.prompt_encoder = sam.prompt_encoder
+        dec = sam.mask_decoder
+        if dtype != torch.float32:
+            dec = copy.deepcopy(dec).to(dtype)
+        self.dec = dec
+        self.input_size = sam.prompt_encoder.input_image_size  # (h, w) of the model input
+        self.token_indices = dec.mask_token_indices(True)
+        self._features: torch.Tensor | None = None
+
+    # -- per image ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def set_features(self, features: torch.Tensor) -> None:
+        """Cache ``1 x C x h x w`` image features and everything shared by all prompts."""
+        dt = self.dtype
+        pe_enc = self.prompt_encoder
+        tr = self.dec.transformer
+        dense = pe_enc.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        src = (features.float() + dense).flatten(2)[0].T  # N x C
+        pos = pe_enc.get_dense_pe().flatten(2)[0].T.to(src.dtype)
+        self.keys0 = src.to(dt).contiguous()
+        self.pos = pos.to(dt).contiguous()
+        kp0 = self.keys0 + self.pos
+        first = tr.layers[0]
+        self.shared_first = first.skip_first_layer_pe
+        t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
+        h = t2i.num_heads
+        # Keys/values of the first token->image attention and queries of the first
+        # image->token attention: the same for all prompts.
+        self.k0 = t2i.k_proj(kp0).view(-1, h, t2i.internal_dim // h).transpose(0, 1).contiguous()
+        self.v0 = t2i.v_proj(self.keys0).view(-1, h, t2i.internal_dim // h).transpose(0, 1)
+        self.v0 = self.v0.contiguous()
+        hi = i2t.num_heads
+        q0 = i2t.q_proj(kp0).view(-1, hi, i2t.internal_dim // hi)  # N x H x d
+        self.q0t = q0.permute(1, 2, 0).contiguous()  # H x d x N
+        self.base0 = (self.keys0 + i2t.out_proj.bias).contiguous()  # residual + out bias
+        self.grid = features.shape[-2:]
+
+    # -- prompts -----------------------------------------------------------------------------
+    def point_tokens(self, coords: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """``B x T x C`` tokens for ``B x 2`` (x, y) foreground points in the input frame.
+
+        The token order is the reference's: IoU token, mask tokens, point, padding point.
+        """
+        pe_enc = self.prompt_encoder
+        c = torch.as_tensor(np.asarray(coords, dtype=np.float64), dtype=torch.float64)
+        h, w = self.input_size
+        # Pixel centres, normalized in float64 like the reference (numpy float64 prompts).
+        norm = ((c + 0.5) / torch.tensor([w, h], dtype=torch.float64)).float()
+        emb = pe_enc.pe_layer._encode(norm[:, None, :])  # B x 1 x C
+        point = emb + pe_enc.point_embeddings[1].weight
+        b = point.shape[0]
+        pad = pe_enc.not_a_point_embed.weight.expand(b, 1, -1)
+        dec = self.dec
+        out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], 0).float()
+        tokens = torch.cat([out_tokens.expand(b, -1, -1), point, pad], 1)
+        return tokens.to(self.dtype)
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        coords: torch.Tensor | np.ndarray,
+        iou_threshold: float | None = None,
+        region: tuple[int, int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decode ``B x 2`` points (input frame, float64 ok).
+
+        Args:
+            iou_threshold: masks with predicted IoU above it get logits (None: all).
+            region: ``(h, w)``: only ``logits[..., :h, :w]`` are computed (the part of the
+                low-res frame that the resized image covers; the upscaling is per pixel, so
+                skipping the rest changes nothing). Default: the whole ``4h x 4w`` frame.
+        Returns:
+            ``(iou B x M float32, keep B x M bool, logits K x h x w float32)``, M = 3
+            multimask outputs; ``keep`` is ``iou > iou_threshold`` and ``logits`` are the
+            low-res logits of the kept masks, in row-major order of ``keep``.
+        """
+        if self._features_missing():
+            raise RuntimeError("PointDecoder.set_features must be called before decode")
+        gh, gw = self.grid
+        rh, rw = region if region is not None else (4 * gh, 4 * gw)
+        if not (0 < rh <= 4 * gh and 0 < rw <= 4 * gw):
+            raise ValueError(f"region must be within the {4 * gh} x {4 * gw} frame, got {region}")
+        coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+        m = len(self.token_indices)
+        ious, keeps, logits = [torch.zeros((0, m))], [torch.zeros((0, m), dtype=torch.bool)], []
+        dec = self.dec
+        for s in range(0, len(coords), self.chunk):
+            q, pe, keys = self._layers(self.point_tokens(coords[s : s + self.chunk]))
+            kp = keys + self.pos
+            final = self.dec.transformer.final_attn_token_to_image
+            # The final attention treats every token on its own: the IoU token first ...
+            iou_tok = self._final(final, q[:, :1], pe[:, :1], kp, keys)
+            iou = dec.iou_prediction_head(iou_tok[:, 0])[:, self.token_indices].float()
+            keep = torch.ones_like(iou, dtype=torch.bool)
+            if iou_threshold is not None:
+                keep = iou > iou_threshold
+            rows = keep.any(1).nonzero()[:, 0]
+            if len(rows):
+                # ... then the mask tokens, only for prompts with a mask to upscale.
+                sel = [1 + t for t in self.token_indices]
+                if len(rows) < len(q):  # (no copies when every prompt goes on)
+                    q, pe, kp, keys = q[rows], pe[rows], kp[rows], keys[rows]
+                mask_tok = self._final(final, q[:, sel], pe[:, sel], kp, keys)
+                hyper = torch.stack(
+                    [
+                        dec.output_hypernetworks_mlps[t](mask_tok[:, j])
+                        for j, t in enumerate(self.token_indices)
+                    ],
+                    dim=1,
+                )
+                low = self.upscale(keys, hyper, (rh, rw))  # R x M x rh x rw
+                logits.append(low[keep[rows]])
+            ious.append(iou)
+            keeps.append(keep)
+        out = torch.cat(logits) if logits else torch.zeros((0, rh, rw))
+        return torch.cat(ious), torch.cat(keeps), out
+
+    def _features_missing(self) -> bool:
+        return not hasattr(self, "keys0")
+
+    # -- the two-way transformer -----------------------------------------------------------
+    def _layers(self, tokens: torch.Tensor):
+        """The two-way blocks: returns ``(tokens, token pe, image tokens B x N x C)``."""
+        tr = self.dec.transformer
+        pe = tokens  # the query positional encoding is the initial tokens
+        q = tokens
+        keys = None
+        for i, layer in enumerate(tr.layers):
+            if i == 0 and self.shared_first:
+                q = layer.norm1(layer.self_attn(q, q, q))
+            else:
+                qq = q + pe
+                q = layer.norm1(q + layer.self_attn(qq, qq, q))
+            if keys is None:
+                q = layer.norm2(q + self._attend_shared(layer.cross_attn_token_to_image, q + pe))
+                q = layer.norm3(q + layer.mlp(q))
+                keys = layer.norm4(self._i2t_shared(layer.cross_attn_image_to_token, q, pe))
+            else:
+                kp = keys + self.pos
+                t2i = layer.cross_attn_token_to_image
+                q = layer.norm2(q + self._attend(t2i, q + pe, kp, keys))
+                q = layer.norm3(q + layer.mlp(q))
+                keys = layer.norm4(self._i2t(layer.cross_attn_image_to_token, q, pe, kp, keys))
+        if keys is None:  # no blocks: the image tokens are the shared ones
+            keys = self.keys0.expand(q.shape[0], -1, -1)
+        return q, pe, keys
+
+    def _final(self, attn: Attention, q, pe, kp, keys) -> torch.Tensor:
+        """Final token->image attention and norm for the tokens ``q`` (``B x T x C``)."""
+        out = self._attend(attn, q + pe, kp, keys)
+        return self.dec.transformer.norm_final_attn(q + out)
+
+    def _attend_shared(self, attn: Attention, q: torch.Tensor) -> torch.Tensor:
+        """Token->image attention against the shared first-layer keys/values (``B x T x C``)."""
+        b, t, _ = q.shape
+        h = attn.num_heads
+        qh = _heads(attn.q_proj(q), h).permute(2, 0, 1, 3).reshape(h, b * t, -1)
+        out = F.scaled_dot_product_attention(qh, self.k0, self.v0)  # H x BT x d
+        out = out.view(h, b, t, -1).permute(1, 2, 0, 3).reshape(b, t, -1)
+        return attn.out_proj(out)
+
+    def _i2t_shared(self, attn: Attention, q: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
+        """Image->token attention of the first layer (shared image queries); returns the
+        pre-norm new image tokens ``B x N x C`` (residual and output bias included)."""
+        b, t, c = q.shape
+        h = attn.num_heads
+        d = attn.internal_dim // h
+        k = _heads(attn.k_proj(q + pe), h) * d**-0.5  # B x T x H x d
+        s = torch.matmul(k.permute(2, 0, 1, 3).reshape(h, b * t, d), self.q0t)  # H x BT x N
+        p = s.view(h, b, t, -1).softmax(dim=2).permute(1, 0, 2, 3).reshape(b, h * t, -1)
+        u = self._value_out(attn, q)  # B x HT x C
+        return torch.baddbmm(self.base0.expand(b, -1, -1), p.transpose(1, 2), u)
+
+    @staticmethod
+    def _value_out(attn: Attention, tokens: torch.Tensor) -> torch.Tensor:
+        """``v_proj(tokens)`` per head pushed through ``out_proj``: ``B x (H*T) x C``."""
+        b, t, c = tokens.shape
+        h = attn.num_heads
+        v = _heads(attn.v_proj(tokens), h)  # B x T x H x d
+        wo = attn.out_proj.weight.view(c, h, -1)  # C x H x d
+        return torch.einsum("bthe,che->bhtc", v, wo).reshape(b, h * t, c)
+
+    @staticmethod
+    def _attend(attn: Attention, q: torch.Tensor, kp: torch.Tensor, keys: torch.Tensor):
+        """Token->image attention with per-prompt image tokens, re-associated.
+
+        ``q`` B x T x C (tokens + pe), ``kp`` B x N x C (image + pe), ``keys`` B x N x C.
+        """
+        b, t, c = q.shape
+        h = attn.num_heads
+        d = attn.internal_dim // h
+        qh = _heads(attn.q_proj(q), h) * d**-0.5  # B x T x H x d
+        a = torch.einsum("bthe,hec->bhtc", qh, attn.k_proj.weight.view(h, d, c))
+        s = torch.bmm(a.reshape(b, h * t, c), kp.transpose(1, 2))  # B x HT x N
+        z = torch.bmm(s.softmax(dim=-1), keys).view(b, h, t, c)  # B x H x T x C
+        o = torch.einsum("bhtc,hec->bthe", z, attn.v_proj.weight.view(h, d, c))
+        o = o + attn.v_proj.bias.view(h, d)
+        return attn.out_proj(o.reshape(b, t, h * d))
+
+    @staticmethod
+    def _i2t(attn: Attention, q: torch.Tensor, pe: torch.Tensor, kp: torch.Tensor, keys):
+        """Image->token attention with per-prompt image tokens; returns the pre-norm new
+        image tokens ``B x N x C`` (residual and output bias included)."""
+        b, t, c = q.shape
+        h = attn.num_heads
+        d = attn.internal_dim // h
+        k = _heads(attn.k_proj(q + pe), h) * d**-0.5  # B x T x H x d
+        g = torch.einsum("bthe,hec->bhtc", k, attn.q_proj.weight.view(h, d, c))
+        bias = torch.einsum("bthe,he->bht", k, attn.q_proj.bias.view(h, d))
+        s = torch.baddbmm(bias.reshape(b, h * t, 1), g.reshape(b, h * t, c), kp.transpose(1, 2))
+        p = s.view(b, h, t, -1).softmax(dim=2).view(b, h * t, -1)
+        u = PointDecoder._value_out(attn, q)
+        base = keys + attn.out_proj.bias
+        return torch.baddbmm(base, p.transpose(1, 2), u)
+
+    # -- output upscaling --------------------------------------------------------------------
+    @torch.inference_mode()
+    def upscale(
+        self, keys: torch.Tensor, hyper: torch.Tensor, region: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Mask logits ``R x M x h x w`` (float32) from image tokens ``R x N x C`` and
+        hypernetwork outputs ``R x M x C/8``; ``region = (h, w)`` (default ``4 x`` the grid).
+
+        The two 2x2 stride-2 transposed convolutions are per-pixel matrix products, computed
+        channels-last so that LayerNorm2d is a plain layer norm over the last dimension; only
+        the image tokens under ``region`` are upscaled.
+        """
+        conv1, ln, _, conv2, _ = self.dec.output_upscaling
+        r, _, c = keys.shape
+        gh, gw = self.grid
+        rh, rw = region if region is not None else (4 * gh, 4 * gw)
+        if (rh, rw) != (4 * gh, 4 * gw):
+            gh, gw = -(-rh // 4), -(-rw // 4)
+            keys = keys.view(r, *self.grid, c)[:, :gh, :gw]
+        n = gh * gw
+        c1 = conv1.out_channels
+        c2 = conv2.out_channels
+        w1 = conv1.weight.permute(0, 2, 3, 1).reshape(c, 4 * c1)  # (a, b, o) per input chan
+        w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
+        y = torch.addmm(conv1.bias.repeat(4), keys.reshape(r * n, c), w1).view(r * n * 4, c1)
+        y = F.gelu(F.layer_norm(y, (c1,), ln.weight, ln.bias, ln.eps))
+        z = F.gelu(torch.addmm(conv2.bias.repeat(4), y, w2))  # (R N 4 4) x C2
+        m = hyper.shape[1]
+        logits = torch.bmm(z.view(r, n * 16, c2), hyper.transpose(1, 2))  # R x N*16 x M
+        # (i, j, a, b, a2, b2) -> rows 4i + 2a + a2, cols 4j + 2b + b2
+        logits = logits.view(r, gh, gw, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return logits.reshape(r, m, 4 * gh, 4 * gw)[:, :, :rh, :rw].float()

@@ -1,0 +1,115 @@
+"""PointDecoder (re-associated, IoU-first decoding) against the reference MaskDecoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from samkit.fast_decode import PointDecoder
+from samkit.registry import DecoderConfig, ModelConfig, ViTConfig
+
+from .conftest import DATA, TINY_VIT, tiny_model
+
+# A tiny encoder in front of the full-size decoder: the decoder is what is tested here.
+FULL_DECODER = ModelConfig(
+    ViTConfig(embed_dim=32, depth=1, num_heads=1, global_attn_indexes=(0,), window_size=4),
+    DecoderConfig(),
+)
+
+
+@pytest.fixture(scope="module")
+def shapes_decoder_sam():
+    """Full-size prompt encoder + the trained fixture decoder (sam_b_shapes_decoder.pt)."""
+    sam = tiny_model(FULL_DECODER).eval()
+    state = torch.load(DATA / "sam_b_shapes_decoder.pt", weights_only=True)
+    missing, unexpected = sam.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.startswith("image_encoder.") for k in missing)
+    return sam
+
+
+def _reference(sam, features, coords):
+    """Meta's path: float64 points through the prompt encoder, then MaskDecoder.forward."""
+    pts = torch.as_tensor(coords, dtype=torch.float64)[:, None, :]
+    labels = torch.ones(pts.shape[:2], dtype=torch.int)
+    with torch.inference_mode():
+        sparse, dense = sam.prompt_encoder((pts, labels), None, None)
+        low, iou = sam.mask_decoder(
+            features, sam.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=True
+        )
+    return low, iou
+
+
+def _case(sam, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    c = sam.prompt_encoder.embed_dim
+    h, w = sam.prompt_encoder.image_embedding_size
+    features = torch.randn((1, c, h, w), generator=g) * 0.5
+    coords = np.random.default_rng(seed).random((n, 2)) * sam.image_size
+    return features, coords
+
+
+@pytest.mark.parametrize("which", ["tiny", "full"])
+def test_fp32_equals_reference(which, shapes_decoder_sam):
+    sam = tiny_model(TINY_VIT).eval() if which == "tiny" else shapes_decoder_sam
+    features, coords = _case(sam, 4, seed=1)
+    low_ref, iou_ref = _reference(sam, features, coords)
+    dec = PointDecoder(sam, torch.float32, chunk=4)
+    dec.set_features(features)
+    iou, keep, low = dec.decode(coords)
+    assert iou.shape == (4, 3) and keep.all() and low.shape == (12, *low_ref.shape[-2:])
+    assert (iou - iou_ref).abs().max() <= 1e-5
+    scale = low_ref.abs().max()
+    assert (low.view_as(low_ref) - low_ref).abs().max() <= 1e-5 * scale
+
+
+def test_iou_threshold_selects_masks(shapes_decoder_sam):
+    sam = shapes_decoder_sam
+    features, coords = _case(sam, 5, seed=2)
+    low_ref, iou_ref = _reference(sam, features, coords)
+    dec = PointDecoder(sam)
+    dec.set_features(features)
+    thr = float(iou_ref.flatten().median())
+    iou, keep, low = dec.decode(coords, iou_threshold=thr)
+    assert torch.equal(keep, iou > thr)
+    assert 0 < keep.sum() < keep.numel()
+    assert len(low) == int(keep.sum())
+    assert (low - low_ref[keep]).abs().max() <= 1e-5 * low_ref.abs().max()
+    iou, keep, low = dec.decode(coords, iou_threshold=10.0)  # nothing passes: no upscaling
+    assert not keep.any() and low.shape == (0, 256, 256)
+    # Only the region the image covers (here 150 x 97 low-res pixels) is upscaled.
+    iou, keep, part = dec.decode(coords, iou_threshold=thr, region=(150, 97))
+    assert part.shape == (int(keep.sum()), 150, 97)
+    assert (part - low_ref[keep][:, :150, :97]).abs().max() <= 1e-5 * low_ref.abs().max()
+    with pytest.raises(ValueError, match="region"):
+        dec.decode(coords, region=(300, 10))
+
+
+def test_chunking_and_empty_input(shapes_decoder_sam):
+    sam = shapes_decoder_sam
+    features, coords = _case(sam, 3, seed=3)
+    one = PointDecoder(sam, chunk=1)
+    many = PointDecoder(sam, chunk=8)
+    for d in (one, many):
+        d.set_features(features)
+    a, b = one.decode(coords), many.decode(coords)
+    assert torch.allclose(a[0], b[0], atol=1e-6) and torch.allclose(a[2], b[2], atol=1e-4)
+    iou, keep, low = many.decode(np.zeros((0, 2)))
+    assert iou.shape == (0, 3) and keep.shape == (0, 3) and low.shape == (0, 256, 256)
+    with pytest.raises(RuntimeError, match="set_features"):
+        PointDecoder(sam).decode(coords)
+
+
+def test_bf16_agreement(shapes_decoder_sam):
+    sam = shapes_decoder_sam
+    features, coords = _case(sam, 2, seed=4)
+    low_ref, iou_ref = _reference(sam, features, coords)
+    dec = PointDecoder(sam, torch.bfloat16)
+    dec.set_features(features)
+    iou, _, low = dec.decode(coords)
+    assert iou.dtype == torch.float32 and low.dtype == torch.float32
+    assert (iou - iou_ref).abs().max() < 0.05
+    agree = ((low.view_as(low_ref) > 0) == (low_ref > 0)).float().mean()
+    assert agree > 0.97
+    with pytest.raises(ValueError):
+        PointDecoder(sam, torch.float16)
