@@ -63,11 +63,11 @@ def mask_parts(coco_json: Path) -> float:
     return float(np.mean(counts)) if counts else 0.0
 
 
-def bench(name: str, n_images: int, formats: list[str], work: Path) -> None:
+def bench(name: str, n_images: int, formats: list[str], precision: str, work: Path) -> None:
     sam = seeded_model(name).eval()
     data = work / f"{name}_images"
     images = make_images(data, n_images)
-    predictor = SamPredictor(sam)
+    predictor = SamPredictor(sam, precision=precision)
     predictor.set_image(images[0])  # warm-up (allocations, kernels)
     t0 = time.perf_counter()
     predictor.set_image(images[1 % n_images])
@@ -77,17 +77,23 @@ def bench(name: str, n_images: int, formats: list[str], work: Path) -> None:
         load_before = os.getloadavg()
         t0 = time.perf_counter()
         summary = auto_annotate(
-            data, det_model=detector, sam_model=sam, output_dir=out, format=fmt, progress=False
+            data,
+            det_model=detector,
+            sam_model=sam,
+            output_dir=out,
+            format=fmt,
+            precision=precision,
+            progress=False,
         )
         total = time.perf_counter() - t0
         load_after = os.getloadavg()
         assert summary.failed == 0 and summary.objects + summary.dropped == 10 * n_images
         per_image = total / n_images
-        extra = f"; masks have {mask_parts(out / 'annotations.json'):.0f} parts on average" * (
-            fmt == "coco"
-        )
+        extra = ""
+        if fmt == "coco":
+            extra = f"; masks have {mask_parts(out / 'annotations.json'):.0f} parts on average"
         print(
-            f"{name:10s} {fmt:4s} ({'polygons' if fmt == 'yolo' else 'RLE'}): "
+            f"{name:10s} {precision} {fmt:4s} ({'polygons' if fmt == 'yolo' else 'RLE'}): "
             f"{n_images / total:.4f} images/s = {per_image:.2f} s/image (encoder alone "
             f"{encode_s:.2f} s); {summary.objects} objects{extra}; load average "
             f"{load_before[0]:.1f} before, {load_after[0]:.1f} after",
@@ -101,6 +107,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="images per model")
     parser.add_argument("--formats", nargs="+", default=["coco", "yolo"], choices=["yolo", "coco"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,7 +117,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            bench(name, args.images, args.formats, Path(tmp))
+            bench(name, args.images, args.formats, args.precision, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -98,6 +98,7 @@ def auto_annotate(
     segmentation: str = "rle",
     parts: str = "merge",
     recursive: bool = False,
+    precision: str = "fp32",
     progress: bool = True,
 ) -> AnnotateSummary:
     """Segment every box of every image in ``data`` with SAM and write a segmentation dataset.
@@ -122,6 +123,8 @@ def auto_annotate(
         segmentation: COCO masks as "rle" (exact) or "polygon". parts: YOLO multi-part masks
             "merge"d into one polygon (like Ultralytics), "split" one line per part, or "largest".
         recursive: include images in subfolders (results mirror the folder structure).
+        precision: SAM image encoder precision, "fp32" (reference), "bf16" or "auto" (bf16
+            where the hardware has it); see :mod:`samkit.precision`.
         progress: show a progress bar.
 
     Returns:
@@ -152,7 +155,7 @@ def auto_annotate(
         todo = _plan(writer, images, overwrite, summary, root)
         if todo:
             sam = _load_sam(sam_model, device)
-            predictor = SamPredictor(sam)
+            predictor = SamPredictor(sam, precision=precision)
             _run(todo, root, source, keep, predictor, writer, summary, progress)
         mapped = class_names
         if fmt == "yolo" and class_names and source.to_output_ids is not None:

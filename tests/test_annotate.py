@@ -214,7 +214,8 @@ def test_corrupt_images_and_detector_failures_are_isolated(tmp_path, sam, caplog
         )
     failed = {f.path.name: f.reason for f in summary.failures}
     assert sorted(failed) == ["broken.jpg", "cut.png", "im1.png", "im2.png"]
-    assert "cannot read image" in failed["broken.jpg"] and "cannot read image" in failed["cut.png"]
+    assert "broken.jpg: not an image file" in failed["broken.jpg"]
+    assert "cut.png: the image is corrupt or truncated" in failed["cut.png"]
     assert "ValueError: detector exploded" in failed["im1.png"]
     assert "N x 4" in failed["im2.png"]
     for name in failed:

@@ -274,6 +274,8 @@ def test_bad_arguments_and_guards(tmp_path, sam):
         )
     with pytest.raises(SamkitError, match="sam_model"):
         auto_annotate(tmp_path / "images", det_model=det, sam_model=42)
+    with pytest.raises(SamkitError, match="precision"):
+        auto_annotate(tmp_path / "images", det_model=det, sam_model=sam, precision="fp16")
     out = tmp_path / "out"
     busy = YoloWriter(out)
     busy.open()  # another run holds the folder

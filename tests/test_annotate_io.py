@@ -70,9 +70,9 @@ def test_read_image_reports_broken_files(tmp_path):
     cases = {"text.jpg": b"hello", "empty.png": b"", "cut.png": buf.getvalue()[:60]}
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
-        with pytest.raises(ImageError, match=f"cannot read image .*{name}"):
+        with pytest.raises(ImageError, match=f"{name}: (not an image|the image is corrupt)"):
             read_image(tmp_path / name)
-    with pytest.raises(ImageError, match="No such file"):
+    with pytest.raises(ImageError, match="no such image file"):
         read_image(tmp_path / "missing.png")
 
 
