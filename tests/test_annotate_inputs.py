@@ -305,3 +305,29 @@ def test_names_argument_and_label_name_clash(tmp_path, sam):
     assert summary.names == {0: "first", 1: "second"}
     assert (out / "classes.txt").read_text() == "first\nsecond\n"
     assert len(images) == 2
+
+
+def test_recursive_folders_mirror_into_the_output(tmp_path):
+    make_folder(tmp_path / "data" / "a", 1)
+    make_folder(tmp_path / "data" / "b" / "c", 2)
+    det = lambda image: ([[2, 2, 30, 20]], [0])  # noqa: E731
+    out = tmp_path / "data" / "labels"  # inside data: left out of the listing
+    summary = auto_annotate(
+        tmp_path / "data", det_model=det, sam_model=box_mask_sam(1), output_dir=out, recursive=True
+    )
+    assert summary.images == 3
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.txt")) == [
+        "a/im0.txt",
+        "b/c/im0.txt",
+        "b/c/im1.txt",
+    ]
+    auto_annotate(
+        tmp_path / "data",
+        det_model=det,
+        sam_model=box_mask_sam(1),
+        output_dir=out,
+        recursive=True,
+        format="coco",
+    )
+    data = json.loads((out / "annotations.json").read_text())
+    assert [im["file_name"] for im in data["images"]] == ["a/im0.png", "b/c/im0.png", "b/c/im1.png"]
