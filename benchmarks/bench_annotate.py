@@ -5,8 +5,9 @@ returning 10 fixed boxes, so the figures are SAM + writing only. COCO output (RL
 pipeline itself; YOLO output adds mask -> polygon conversion and merging of multi-part masks,
 whose cost grows with the number of parts: seeded weights give speckled masks with hundreds to
 thousands of parts (printed), far more than real SAM masks, so the YOLO figure here is a worst
-case. The time of the image encoder alone (``set_image``) and the machine's load average are
-printed too: on a shared CPU the figures are only as good as the machine is idle.
+case. The time of the image encoder alone (``set_image``), the process CPU time and the
+machine's load average are printed too: on a shared CPU wall-clock figures are only as good as
+the machine is idle; with ``--threads 1`` the CPU time is close to the single-core cost.
 
     python benchmarks/bench_annotate.py [--models mobile_sam sam_b] [--images 4] [--threads N]
 """
@@ -69,13 +70,13 @@ def bench(name: str, n_images: int, formats: list[str], precision: str, work: Pa
     images = make_images(data, n_images)
     predictor = SamPredictor(sam, precision=precision)
     predictor.set_image(images[0])  # warm-up (allocations, kernels)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     predictor.set_image(images[1 % n_images])
-    encode_s = time.perf_counter() - t0
+    encode_s, encode_cpu = time.perf_counter() - t0, time.process_time() - c0
     for fmt in formats:
         out = work / f"{name}_{fmt}"
         load_before = os.getloadavg()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         summary = auto_annotate(
             data,
             det_model=detector,
@@ -85,7 +86,7 @@ def bench(name: str, n_images: int, formats: list[str], precision: str, work: Pa
             precision=precision,
             progress=False,
         )
-        total = time.perf_counter() - t0
+        total, cpu = time.perf_counter() - t0, time.process_time() - c0
         load_after = os.getloadavg()
         assert summary.failed == 0 and summary.objects + summary.dropped == 10 * n_images
         per_image = total / n_images
@@ -94,8 +95,9 @@ def bench(name: str, n_images: int, formats: list[str], precision: str, work: Pa
             extra = f"; masks have {mask_parts(out / 'annotations.json'):.0f} parts on average"
         print(
             f"{name:10s} {precision} {fmt:4s} ({'polygons' if fmt == 'yolo' else 'RLE'}): "
-            f"{n_images / total:.4f} images/s = {per_image:.2f} s/image (encoder alone "
-            f"{encode_s:.2f} s); {summary.objects} objects{extra}; load average "
+            f"{n_images / total:.4f} images/s = {per_image:.2f} s/image, CPU time "
+            f"{cpu / n_images:.2f} s/image (encoder alone {encode_s:.2f} s, CPU "
+            f"{encode_cpu:.2f} s); {summary.objects} objects{extra}; load average "
             f"{load_before[0]:.1f} before, {load_after[0]:.1f} after",
             flush=True,
         )
