@@ -16,6 +16,10 @@ _EXPORTS = {
     "SAM": "samkit.model",
     "SamPredictor": "samkit.predictor",
     "ModelConfig": "samkit.registry",
+    "SegDataset": "samkit.datasets",
+    "load_dataset": "samkit.datasets",
+    "ValResults": "samkit.val",
+    "TrainResults": "samkit.train",
     "VARIANTS": "samkit.registry",
     "SamkitError": "samkit.errors",
     "CheckpointError": "samkit.errors",
@@ -39,4 +43,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
