@@ -264,3 +264,22 @@ def test_predict_without_prompts_segments_everything(cli_workspace):
         cwd=ws,
     )
     assert r.returncode == 2 and "only used without prompts" in r.stderr
+
+
+def test_benchmark_subcommand_prints_table_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    r = run(
+        "benchmark",
+        "models=[mobile_sam]",
+        "precisions=[fp32]",
+        "runs=1",
+        "warmup=0",
+        "everything=false",
+        f"json={out}",
+    )
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert data["results"] and "machine" in data
+    assert "mobile_sam" in r.stdout
+    r = run("benchmark", "models=[sam_x]")
+    assert r.returncode == 2 and "unknown ['sam_x']" in r.stderr
