@@ -34,6 +34,8 @@ def test_parse_value_types():
     assert parse_value("[439,437,524,709]") == [439, 437, 524, 709]
     assert parse_value("[[1,2],[3,4]]") == [[1, 2], [3, 4]]
     assert parse_value("img.jpg") == "img.jpg"
+    assert parse_value("[sam_b,mobile_sam]") == ["sam_b", "mobile_sam"]
+    assert parse_value("[fp32, 2]") == ["fp32", 2]
     with pytest.raises(UsageError, match="cannot parse"):
         parse_value("[1,2")
 
