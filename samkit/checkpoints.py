@@ -187,6 +187,8 @@ def resolve_checkpoint(
     name = path.name
     variant = get_variant(str(source))
     if variant is not None and str(source) == name:
+        if variant.packaged is not None:
+            return packaged_file(variant.packaged)
         weights = variant.default_file
     else:
         found = variant_for_filename(name)
@@ -203,6 +205,16 @@ def resolve_checkpoint(
     if cached.exists():
         return cached
     return ensure_weights(weights, cache=cache, download=download)
+
+
+def packaged_file(filename: str) -> Path:
+    """Path of a weights file shipped in ``samkit/assets``."""
+    path = Path(__file__).resolve().parent / "assets" / filename
+    if not path.is_file():
+        raise CheckpointError(
+            f"the packaged weights file {path} is missing; reinstall samkit (pip install samkit)"
+        )
+    return path
 
 
 def _variants() -> list[Variant]:

@@ -37,6 +37,10 @@ def parse_value(text: str) -> Any:
         try:
             return ast.literal_eval(s)
         except (ValueError, SyntaxError):
+            inner = s[1:-1] if s[-1:] in "])" else None
+            if inner is not None and not any(c in inner for c in "[]()"):
+                # a flat list of bare words: [sam_b,mobile_sam]
+                return [parse_value(item) for item in inner.split(",") if item.strip()]
             raise UsageError(
                 f"cannot parse {text!r} as a list; write e.g. [1,2,3] or [[1,2],[3,4]]"
             ) from None

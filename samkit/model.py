@@ -217,3 +217,43 @@ class SAM:
         from .export import export
 
         return export(self, format, output_dir, **options)
+
+    # -- validation and training (samkit.val, samkit.train) ---------------------------------
+    def val(
+        self,
+        data,
+        prompt: str = "box",
+        *,
+        split: str = "val",
+        image_dir: str | os.PathLike | None = None,
+        **kwargs,
+    ):
+        """Per-instance mIoU on a YOLO (``data.yaml``) or COCO (``.json``) dataset with prompts
+        simulated from the ground truth: ``"box"``, ``"point"`` or ``"points3"``.
+
+        Prints a table (all / small / medium / large) and returns :class:`samkit.val.ValResults`.
+        Keyword arguments go to :func:`samkit.val.validate` (``multimask``, ``max_images``, ...).
+        """
+        from .datasets import load_dataset
+        from .val import SamBackend, validate
+
+        dataset = load_dataset(data, split, image_dir=image_dir)
+        self.model.eval()
+        return validate(SamBackend(self.model), dataset, prompt, **kwargs)
+
+    def train(self, data, **kwargs):
+        """Fine-tune this model on ``data`` (see :func:`samkit.train.train_sam` for arguments:
+        ``epochs``, ``batch``, ``lr``, ``freeze=("image_encoder",)``, ...).
+
+        Afterwards the model holds the best epoch's weights (``results.best``); returns
+        :class:`samkit.train.TrainResults`.
+        """
+        from .checkpoints import load_into, read_checkpoint
+        from .train import train_sam
+
+        results = train_sam(self.model, self.config, data, **kwargs)
+        ckpt = read_checkpoint(results.best)
+        load_into(self.model, ckpt)
+        self.checkpoint = ckpt
+        self.model.eval()
+        return results

@@ -166,18 +166,38 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class Variant:
-    """A named model: architecture plus the official weight files it is published as."""
+    """A named model: architecture plus the official weight files it is published as.
+
+    ``packaged`` names a weights file shipped inside the package (``samkit/assets/``) instead of
+    downloadable ``files``.
+    """
 
     name: str
     title: str
     config: ModelConfig
     files: tuple[WeightsFile, ...]
     aliases: tuple[str, ...] = ()
+    packaged: str | None = None
 
     @property
     def default_file(self) -> WeightsFile:
         return self.files[0]
 
+
+# The demo model shipped in samkit/assets (benchmarks/train_demo.py trains it on synthetic shapes).
+# Every field is visible in the weights (infer_config recovers it); the file stores it too.
+DEMO_CONFIG = ModelConfig(
+    ViTConfig(
+        embed_dim=128,
+        depth=4,
+        num_heads=4,
+        global_attn_indexes=(1, 3),
+        window_size=8,
+        img_size=256,
+        out_chans=128,
+    ),
+    DecoderConfig(transformer_dim=128, depth=2, num_heads=8, mlp_dim=512, iou_head_hidden_dim=128),
+)
 
 _META = "https://dl.fbaipublicfiles.com/segment_anything/"
 _ULTRALYTICS = "https://github.com/ultralytics/assets/releases/download/v8.4.0/"
@@ -226,6 +246,14 @@ VARIANTS: dict[str, Variant] = {
             ModelConfig(TinyViTConfig()),
             (WeightsFile("mobile_sam.pt", _ULTRALYTICS + "mobile_sam.pt", None, None),),
             ("vit_t", "mobilesam"),
+        ),
+        Variant(
+            "samkit_demo",
+            "samkit demo (small ViT trained on synthetic shapes; not for real photos)",
+            DEMO_CONFIG,
+            (),
+            ("demo",),
+            packaged="samkit_demo.safetensors",
         ),
     )
 }

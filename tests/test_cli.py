@@ -34,6 +34,8 @@ def test_parse_value_types():
     assert parse_value("[439,437,524,709]") == [439, 437, 524, 709]
     assert parse_value("[[1,2],[3,4]]") == [[1, 2], [3, 4]]
     assert parse_value("img.jpg") == "img.jpg"
+    assert parse_value("[sam_b,mobile_sam]") == ["sam_b", "mobile_sam"]
+    assert parse_value("[fp32, 2]") == ["fp32", 2]
     with pytest.raises(UsageError, match="cannot parse"):
         parse_value("[1,2")
 
@@ -264,3 +266,22 @@ def test_predict_without_prompts_segments_everything(cli_workspace):
         cwd=ws,
     )
     assert r.returncode == 2 and "only used without prompts" in r.stderr
+
+
+def test_benchmark_subcommand_prints_table_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    r = run(
+        "benchmark",
+        "models=[mobile_sam]",
+        "precisions=[fp32]",
+        "runs=1",
+        "warmup=0",
+        "everything=false",
+        f"json={out}",
+    )
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert data["results"] and "machine" in data
+    assert "mobile_sam" in r.stdout
+    r = run("benchmark", "models=[sam_x]")
+    assert r.returncode == 2 and "unknown ['sam_x']" in r.stderr
