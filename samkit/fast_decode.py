@@ -49,7 +49,7 @@ class PointDecoder:
             about 20 MB per prompt in float32).
     """
 
-    def __init__(self, sam: Sam, dtype: torch.dtype = torch.float32, chunk: int = 8) -> None:
+    def __init__(self, sam: Sam, dtype: torch.dtype = torch.float32, chunk: int = 4) -> None:
         if dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
         self.dtype = dtype
