@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from samkit.everything import segment_everything  # noqa: E402
+from samkit.everything import resolve_dtype, segment_everything  # noqa: E402
 from samkit.ops.amg import build_point_grid, stability_score  # noqa: E402
 from samkit.ops.boxes import masks_to_boxes_xyxy  # noqa: E402
 from samkit.ops.rle import masks_to_rle_torch  # noqa: E402
@@ -132,6 +132,67 @@ def run_reference_batch(model, image: np.ndarray) -> float:
     return time.perf_counter() - t0
 
 
+def bf16_speed_ratio() -> float:
+    """How many times slower a 2048 x 256 x 256 matmul is in bfloat16 than in float32 here."""
+    a, b = torch.randn(2048, 256), torch.randn(256, 256)
+    times = []
+    for dt in (torch.float32, torch.bfloat16):
+        x, y = a.to(dt), b.to(dt)
+        x @ y
+        t0 = time.perf_counter()
+        for _ in range(3):
+            x @ y
+        times.append(time.perf_counter() - t0)
+    return times[1] / times[0]
+
+
+def agreement(precision: str) -> None:
+    """Decoder agreement with Meta's outputs (tests/data/sam_b_amg.json) on the fixture image,
+    fp32 embedding (computed once) and the decoder in ``precision``."""
+    from PIL import Image
+
+    from samkit.automatic import SamAutomaticMaskGenerator
+    from samkit.ops.rle import rle_to_mask
+    from tests.amg_reference import match_records
+
+    fixture = json.loads((ROOT / "tests/data/sam_b_amg.json").read_text())
+    image = np.asarray(Image.open(ROOT / "tests/data/image_b.png").convert("RGB"))
+    model = build("sam_b+shapes")
+    predictor = SamPredictor(model)
+    predictor.set_image(image)
+    cached = (predictor.features, predictor.input_size, predictor.original_size)
+
+    class Cached(SamPredictor):
+        def set_image(self, image, image_format="RGB"):
+            self.reset_image()
+            self.features, self.input_size, self.original_size = cached
+            self.is_image_set = True
+
+    for name in ("grid16", "grid8_no_nms", "grid16_minarea"):
+        ref = fixture[name]
+        gen = SamAutomaticMaskGenerator(model, precision=precision, **ref["params"])
+        gen.predictor = Cached(model)
+        t0 = time.perf_counter()
+        ours = gen.generate(image)
+        dt = time.perf_counter() - t0
+        theirs = [dict(r, segmentation=rle_to_mask(r["segmentation"])) for r in ref["records"]]
+        pairs = match_records(theirs, ours, 0.98)
+        d_iou = max(
+            (abs(theirs[i]["predicted_iou"] - ours[j]["predicted_iou"]) for i, j, _ in pairs),
+            default=0,
+        )
+        d_st = max(
+            (abs(theirs[i]["stability_score"] - ours[j]["stability_score"]) for i, j, _ in pairs),
+            default=0,
+        )
+        print(
+            f"agreement {precision} {name}: {len(pairs)}/{len(theirs)} reference masks matched at "
+            f"mask IoU >= 0.98, {len(ours) - len(pairs)} extra; max |d predicted_iou| {d_iou:.1e}, "
+            f"max |d stability| {d_st:.1e} ({dt:.1f} s decoding) | load {load()}",
+            flush=True,
+        )
+
+
 def rss_child(name: str, size: str, precision: str) -> None:
     w, h = (int(v) for v in size.split("x"))
     model = build(name)
@@ -165,19 +226,38 @@ def main() -> None:
     ap.add_argument("--rss", action="store_true", help="peak RSS, sam_b+shapes on 4000x3000")
     ap.add_argument("--rss-size", default="4000x3000")
     ap.add_argument("--rss-child", nargs=3, metavar=("MODEL", "SIZE", "PRECISION"))
+    ap.add_argument("--agreement", action="store_true", help="fixture agreement per precision")
+    ap.add_argument(
+        "--force-bf16",
+        action="store_true",
+        help="time bf16 even on CPUs without native bf16 (emulated: very slow)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.rss_child:
         rss_child(*args.rss_child)
         return
+    if args.agreement:
+        for precision in args.precisions:
+            agreement(precision)
+        return
     w, h = (int(v) for v in args.size.split("x"))
     image = photo_like(h, w)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    native = resolve_dtype("auto", torch.device("cpu")) == torch.bfloat16
+    precisions = list(args.precisions)
+    if "bf16" in precisions and not native and not args.force_bf16:
+        precisions.remove("bf16")
+        print(
+            f"bf16 skipped: this CPU has no native bf16 (AVX512-BF16 / AMX); a bf16 matmul "
+            f"runs {bf16_speed_ratio():.0f}x slower than fp32 here (--force-bf16 to time it); "
+            "precision='auto' picks fp32 on this machine"
+        )
     print(f"image {w}x{h}, default parameters (32x32 points, IoU 0.88, stability 0.95)")
     for name in args.models:
         model = build(name)
-        for precision in args.precisions:
+        for precision in precisions:
             r = run_fast(model, image, precision)
             print(
                 f"{name:13s} {precision}: {r['wall_s']:6.2f} s/image (cpu {r['cpu_s']:.1f} s; "
@@ -197,7 +277,7 @@ def main() -> None:
             )
         del model
     if args.rss:
-        for precision in args.precisions:
+        for precision in precisions:
             cmd = [
                 sys.executable,
                 __file__,

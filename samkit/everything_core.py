@@ -247,11 +247,13 @@ def _process_crop(
     dtype: torch.dtype,
     bar,
     stats: Counter,
-) -> tuple[MaskSet, UpsamplePlan]:
+) -> tuple[MaskSet, UpsamplePlan | None]:
     h, w = image.shape[:2]
     x0, y0, x1, y1 = crop_box
     crop = image[y0:y1, x0:x1]
     ch, cw = crop.shape[:2]
+    if len(grid) == 0:  # nothing to prompt: skip the encoder too
+        return MaskSet((h, w)), None
     device = predictor.device
     t0 = time.perf_counter()
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):

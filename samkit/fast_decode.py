@@ -49,7 +49,7 @@ class PointDecoder:
             about 20 MB per prompt in float32).
     """
 
-    def __init__(self, sam: Sam, dtype: torch.dtype = torch.float32, chunk: int = 8) -> None:
+    def __init__(self, sam: Sam, dtype: torch.dtype = torch.float32, chunk: int = 4) -> None:
         if dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
         self.dtype = dtype
@@ -98,10 +98,11 @@ class PointDecoder:
         The token order is the reference's: IoU token, mask tokens, point, padding point.
         """
         pe_enc = self.prompt_encoder
-        c = torch.as_tensor(np.asarray(coords, dtype=np.float64), dtype=torch.float64)
         h, w = self.input_size
         # Pixel centres, normalized in float64 like the reference (numpy float64 prompts).
-        norm = ((c + 0.5) / torch.tensor([w, h], dtype=torch.float64)).float()
+        norm = (np.asarray(coords, dtype=np.float64) + 0.5) / np.array([w, h], dtype=np.float64)
+        device = pe_enc.no_mask_embed.weight.device
+        norm = torch.as_tensor(norm, dtype=torch.float32, device=device)
         emb = pe_enc.pe_layer._encode(norm[:, None, :])  # B x 1 x C
         point = emb + pe_enc.point_embeddings[1].weight
         b = point.shape[0]
@@ -127,8 +128,8 @@ class PointDecoder:
                 skipping the rest changes nothing). Default: the whole ``4h x 4w`` frame.
         Returns:
             ``(iou B x M float32, keep B x M bool, logits K x h x w float32)``, M = 3
-            multimask outputs; ``keep`` is ``iou > iou_threshold`` and ``logits`` are the
-            low-res logits of the kept masks, in row-major order of ``keep``.
+            multimask outputs, on the CPU; ``keep`` is ``iou > iou_threshold`` and ``logits``
+            are the low-res logits of the kept masks, in row-major order of ``keep``.
         """
         if self._features_missing():
             raise RuntimeError("PointDecoder.set_features must be called before decode")
@@ -165,9 +166,9 @@ class PointDecoder:
                     dim=1,
                 )
                 low = self.upscale(keys, hyper, (rh, rw))  # R x M x rh x rw
-                logits.append(low[keep[rows]])
-            ious.append(iou)
-            keeps.append(keep)
+                logits.append(low[keep[rows]].cpu())
+            ious.append(iou.cpu())
+            keeps.append(keep.cpu())
         out = torch.cat(logits) if logits else torch.zeros((0, rh, rw))
         return torch.cat(ious), torch.cat(keeps), out
 

@@ -272,6 +272,23 @@ def test_segment_everything_output(tiny):
         assert recs[i]["predicted_iou"] == pytest.approx(float(out.scores[k]))
 
 
+def test_crop_layer_without_points_is_not_encoded(tiny):
+    encoded = []
+
+    class Counting(SamPredictor):
+        def set_image(self, image, image_format="RGB"):
+            encoded.append(image.shape[:2])
+            super().set_image(image, image_format)
+
+    # 2 points a side, halved per layer: layer 1 has 1 point per crop, layer 2 none.
+    out = segment_everything(
+        Counting(tiny), synthetic_image(40, 40), points_stride=2, crop_n_layers=2,
+        crop_downscale_factor=2, conf_thres=0.0, stability_score_thresh=0.0,
+    )  # fmt: skip
+    assert len(encoded) == 1 + 4  # the image and the 4 crops of layer 1
+    assert out.masks.shape[1:] == (40, 40)
+
+
 def test_nothing_found_gives_empty_arrays(tiny):
     out = segment_everything(
         SamPredictor(tiny), synthetic_image(30, 20), points_stride=3, conf_thres=5.0

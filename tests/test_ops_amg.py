@@ -29,14 +29,16 @@ def test_point_grid_cell_centres_row_major():
     np.testing.assert_allclose(g4[:4, 0], [0.125, 0.375, 0.625, 0.875])  # x varies fastest
     np.testing.assert_allclose(g4[::4, 1], [0.125, 0.375, 0.625, 0.875])
     np.testing.assert_allclose(build_point_grid(1), [[0.5, 0.5]])
+    assert build_point_grid(0).shape == (0, 2)
     with pytest.raises(ValueError):
-        build_point_grid(0)
+        build_point_grid(-1)
 
 
 def test_all_layer_grids_downscale():
     grids = build_all_layer_point_grids(16, 2, 2)
     assert [len(g) for g in grids] == [256, 64, 16]
     assert [len(g) for g in build_all_layer_point_grids(10, 1, 3)] == [100, 9]  # int(10 / 3)
+    assert [len(g) for g in build_all_layer_point_grids(2, 2, 2)] == [4, 1, 0]
 
 
 def test_crop_boxes_hand_computed():

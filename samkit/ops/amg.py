@@ -32,10 +32,13 @@ __all__ = [
 def build_point_grid(n_per_side: int) -> np.ndarray:
     """``n*n x 2`` float64 (x, y) points in [0, 1]: cell centres ``(i + 0.5) / n``.
 
-    Row-major: y is the outer index, x the inner one.
+    Row-major: y is the outer index, x the inner one. ``n = 0`` gives no points (a crop layer
+    whose grid was downscaled to nothing).
     """
-    if n_per_side < 1:
-        raise ValueError(f"n_per_side must be >= 1, got {n_per_side}")
+    if n_per_side < 0:
+        raise ValueError(f"n_per_side must be >= 0, got {n_per_side}")
+    if n_per_side == 0:
+        return np.zeros((0, 2), dtype=np.float64)
     offset = 1.0 / (2 * n_per_side)
     side = np.linspace(offset, 1.0 - offset, n_per_side)
     xs = np.tile(side[None, :], (n_per_side, 1))
