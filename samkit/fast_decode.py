@@ -143,10 +143,9 @@ class PointDecoder:
         dec = self.dec
         for s in range(0, len(coords), self.chunk):
             q, pe, keys = self._layers(self.point_tokens(coords[s : s + self.chunk]))
-            kp = keys + self.pos
             final = self.dec.transformer.final_attn_token_to_image
             # The final attention treats every token on its own: the IoU token first ...
-            iou_tok = self._final(final, q[:, :1], pe[:, :1], kp, keys)
+            iou_tok = self._final(final, q[:, :1], pe[:, :1], keys)
             iou = dec.iou_prediction_head(iou_tok[:, 0])[:, self.token_indices].float()
             keep = torch.ones_like(iou, dtype=torch.bool)
             if iou_threshold is not None:
@@ -156,8 +155,8 @@ class PointDecoder:
                 # ... then the mask tokens, only for prompts with a mask to upscale.
                 sel = [1 + t for t in self.token_indices]
                 if len(rows) < len(q):  # (no copies when every prompt goes on)
-                    q, pe, kp, keys = q[rows], pe[rows], kp[rows], keys[rows]
-                mask_tok = self._final(final, q[:, sel], pe[:, sel], kp, keys)
+                    q, pe, keys = q[rows], pe[rows], keys[rows]
+                mask_tok = self._final(final, q[:, sel], pe[:, sel], keys)
                 hyper = torch.stack(
                     [
                         dec.output_hypernetworks_mlps[t](mask_tok[:, j])
@@ -195,16 +194,16 @@ class PointDecoder:
             else:
                 kp = keys + self.pos
                 t2i = layer.cross_attn_token_to_image
-                q = layer.norm2(q + self._attend(t2i, q + pe, kp, keys))
+                q = layer.norm2(q + self._attend(t2i, q + pe, keys, kp))
                 q = layer.norm3(q + layer.mlp(q))
                 keys = layer.norm4(self._i2t(layer.cross_attn_image_to_token, q, pe, kp, keys))
         if keys is None:  # no blocks: the image tokens are the shared ones
             keys = self.keys0.expand(q.shape[0], -1, -1)
         return q, pe, keys
 
-    def _final(self, attn: Attention, q, pe, kp, keys) -> torch.Tensor:
+    def _final(self, attn: Attention, q, pe, keys) -> torch.Tensor:
         """Final token->image attention and norm for the tokens ``q`` (``B x T x C``)."""
-        out = self._attend(attn, q + pe, kp, keys)
+        out = self._attend(attn, q + pe, keys)
         return self.dec.transformer.norm_final_attn(q + out)
 
     def _attend_shared(self, attn: Attention, q: torch.Tensor) -> torch.Tensor:
@@ -237,18 +236,25 @@ class PointDecoder:
         wo = attn.out_proj.weight.view(c, h, -1)  # C x H x d
         return torch.einsum("bthe,che->bhtc", v, wo).reshape(b, h * t, c)
 
-    @staticmethod
-    def _attend(attn: Attention, q: torch.Tensor, kp: torch.Tensor, keys: torch.Tensor):
+    def _attend(
+        self, attn: Attention, q: torch.Tensor, keys: torch.Tensor, kp: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Token->image attention with per-prompt image tokens, re-associated.
 
-        ``q`` B x T x C (tokens + pe), ``kp`` B x N x C (image + pe), ``keys`` B x N x C.
+        ``q`` B x T x C (tokens + pe), ``keys`` B x N x C, ``kp`` = keys + image pe (when
+        None, the pe part of the scores is one product with the shared pe instead).
         """
         b, t, c = q.shape
         h = attn.num_heads
         d = attn.internal_dim // h
         qh = _heads(attn.q_proj(q), h) * d**-0.5  # B x T x H x d
         a = torch.einsum("bthe,hec->bhtc", qh, attn.k_proj.weight.view(h, d, c))
-        s = torch.bmm(a.reshape(b, h * t, c), kp.transpose(1, 2))  # B x HT x N
+        a = a.reshape(b, h * t, c)
+        if kp is not None:
+            s = torch.bmm(a, kp.transpose(1, 2))  # B x HT x N
+        else:
+            s = (a.reshape(b * h * t, c) @ self.pos.T).view(b, h * t, -1)
+            s.baddbmm_(a, keys.transpose(1, 2))
         z = torch.bmm(s.softmax(dim=-1), keys).view(b, h, t, c)  # B x H x T x C
         o = torch.einsum("bhtc,hec->bthe", z, attn.v_proj.weight.view(h, d, c))
         o = o + attn.v_proj.bias.view(h, d)
@@ -257,7 +263,7 @@ class PointDecoder:
     @staticmethod
     def _i2t(attn: Attention, q: torch.Tensor, pe: torch.Tensor, kp: torch.Tensor, keys):
         """Image->token attention with per-prompt image tokens; returns the pre-norm new
-        image tokens ``B x N x C`` (residual and output bias included)."""
+        image tokens ``B x N x C`` (residual and output bias included), written into ``keys``."""
         b, t, c = q.shape
         h = attn.num_heads
         d = attn.internal_dim // h
@@ -266,9 +272,9 @@ class PointDecoder:
         bias = torch.einsum("bthe,he->bht", k, attn.q_proj.bias.view(h, d))
         s = torch.baddbmm(bias.reshape(b, h * t, 1), g.reshape(b, h * t, c), kp.transpose(1, 2))
         p = s.view(b, h, t, -1).softmax(dim=2).view(b, h * t, -1)
-        u = PointDecoder._value_out(attn, q)
-        base = keys + attn.out_proj.bias
-        return torch.baddbmm(base, p.transpose(1, 2), u)
+        # Every pixel's weights sum to h (one softmax per head): the output bias folds into u.
+        u = PointDecoder._value_out(attn, q) + attn.out_proj.bias / h
+        return keys.baddbmm_(p.transpose(1, 2), u)  # the old image tokens are not needed
 
     # -- output upscaling --------------------------------------------------------------------
     @torch.inference_mode()
