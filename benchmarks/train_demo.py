@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("--box-prob", type=float, default=0.8)
     ap.add_argument("--error-clicks", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", type=Path, help="weights/last.pt of an interrupted run")
+    ap.add_argument("--reuse-data", action="store_true", help="keep an existing --work/shapes")
     ap.add_argument(
         "--threads", type=int, default=1, help="torch threads (1 is best on a busy CPU)"
     )
@@ -74,9 +76,11 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     t0, c0 = time.time(), time.process_time()
-    data = write_shapes_dataset(
-        args.work / "shapes", args.train_images, args.val_images, seed=args.seed
-    )
+    data = args.work / "shapes" / "data.yaml"
+    if not (args.reuse_data and data.exists()):
+        write_shapes_dataset(
+            args.work / "shapes", args.train_images, args.val_images, seed=args.seed
+        )
     torch.manual_seed(args.seed)
     model = SAM.from_config(DEMO_CONFIG)
     results = model.train(
@@ -92,6 +96,7 @@ def main() -> None:
         project=args.work,
         name="train",
         seed=args.seed,
+        resume=args.resume,
     )
     asset = write_asset(results.best, args.out)
     print(f"training: {time.time() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU")

@@ -44,7 +44,7 @@ if len(sys.argv) > 2:  # your image, prompted with a box around its central half
     truth = None
     boxes = np.array([[w / 4, h / 4, 3 * w / 4, 3 * h / 4]])
 else:  # a synthetic-shapes image; its ground-truth boxes are the prompts
-    shapes = make_shapes_image(np.random.default_rng(7), 384, 512)
+    shapes = make_shapes_image(np.random.default_rng(6), 384, 512)
     image, truth = shapes.image, shapes.masks
     boxes = np.stack([mask_to_box_xyxy(m) for m in truth]).astype(np.float64)
 

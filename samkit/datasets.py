@@ -379,6 +379,11 @@ def load_coco(
             inst.category = int(a.get("category_id", 0))
             instances.append(inst)
         samples.append(SegSample(found, instances, h, w))
+    if images and not samples:
+        raise DatasetError(
+            f"{json_path}: none of its {len(images)} images were found ({problems[0]}); pass "
+            "image_dir= with the folder that holds them"
+        )
     return SegDataset(samples, names, str(json_path), problems)
 
 

@@ -245,6 +245,19 @@ class _Trainer:
         return total / max(count, 1), parts
 
 
+def _read_train_state(path: Path) -> dict:
+    """What ``last.pt`` holds to continue a run: model, optimizer, scheduler, RNGs, history."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        state = dict(ckpt["train_state"])
+        state["model"], state["epoch"] = ckpt["model"], int(ckpt["epoch"])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
+        raise TrainError(
+            f"cannot resume from {path}: not a last.pt written by samkit's trainer ({e})"
+        ) from None
+    return state
+
+
 def _run_dir(project: str | os.PathLike, name: str, exist_ok: bool) -> Path:
     base = Path(project) / name
     if exist_ok or not base.exists():
@@ -322,6 +335,7 @@ def train_sam(
     seed: int = 0,
     plots: bool = True,
     verbose: bool = True,
+    resume: str | os.PathLike | None = None,
 ) -> TrainResults:
     """Fine-tune ``sam`` in place on ``data`` (train split) and validate on its val split.
 
@@ -331,6 +345,8 @@ def train_sam(
     has none: then ``best.pt`` is the epoch with the lowest training loss). ``val_prompt`` is
     the protocol of :func:`samkit.val.validate` used to pick the best epoch; ``val_images``
     limits it to the first images. Outputs go to ``project/name`` (``name2``, ... if taken).
+    ``resume``: the ``weights/last.pt`` of an interrupted run, continued in its folder (pass the
+    same arguments; model, optimizer, schedule and random state are restored).
     """
     from tqdm import tqdm
 
@@ -380,7 +396,23 @@ def train_sam(
         return lrf + (1 - lrf) * 0.5 * (1 + math.cos(math.pi * t))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    run = _run_dir(project, name, exist_ok)
+    order_rng = np.random.default_rng(seed)
+    rows: list[dict] = []
+    step_losses: list[float] = []
+    best_score, best_val, start = -math.inf, None, 1
+    if resume is not None:
+        run = Path(resume).parent.parent
+        state = _read_train_state(Path(resume))
+        sam.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        trainer.rng.bit_generator.state = state["rng"]
+        order_rng.bit_generator.state = state["order_rng"]
+        trainer.gen.set_state(state["torch_rng"])
+        rows, step_losses = list(state["rows"]), list(state["step_losses"])
+        best_score, start = state["best_score"], state["epoch"] + 1
+    else:
+        run = _run_dir(project, name, exist_ok)
     (run / "weights").mkdir(parents=True, exist_ok=True)
     args = {
         k: (str(v) if isinstance(v, (Path, SegDataset)) else v)
@@ -395,13 +427,9 @@ def train_sam(
         for line in train_ds.problems[:5]:
             print("  note:", line)
 
-    rows: list[dict] = []
-    step_losses: list[float] = []
-    best_score, best_val = -math.inf, None
     best_path, last_path = run / "weights" / "best.pt", run / "weights" / "last.pt"
-    order_rng = np.random.default_rng(seed)
     skipped: list[str] = []
-    for epoch in range(1, epochs + 1):
+    for epoch in range(start, epochs + 1):
         for part in PARTS:
             getattr(sam, part).train(part not in freeze)
         t0 = time.time()
@@ -452,10 +480,20 @@ def train_sam(
         row["seconds"] = time.time() - t0
         rows.append(row)
         score = row.get("val_miou", -row["loss"])
-        save_checkpoint(sam, config, last_path, epoch=epoch)
         if score > best_score:
             best_score, best_val = score, val_res
             save_checkpoint(sam, config, best_path, epoch=epoch, val_miou=row.get("val_miou"))
+        train_state = {
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": trainer.rng.bit_generator.state,
+            "order_rng": order_rng.bit_generator.state,
+            "torch_rng": trainer.gen.get_state(),
+            "rows": rows,
+            "step_losses": step_losses,
+            "best_score": best_score,
+        }
+        save_checkpoint(sam, config, last_path, epoch=epoch, train_state=train_state)
         _write_csv(run / "results.csv", rows)
         if plots:
             _plot(run / "results.png", step_losses, rows)
@@ -466,11 +504,12 @@ def train_sam(
         print(f"{len(skipped)} training images skipped (first: {skipped[0]})")
     sam.requires_grad_(True)
     sam.eval()
+    best_miou = max((r["val_miou"] for r in rows if "val_miou" in r), default=None)
     return TrainResults(
         run_dir=run,
         best=best_path,
         last=last_path,
-        best_miou=best_val.miou if best_val is not None else None,
+        best_miou=best_miou,
         epochs=rows,
         val=best_val,
     )

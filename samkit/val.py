@@ -140,6 +140,12 @@ class ValResults:
     images: int = 0
     skipped: list[str] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        return (
+            f"ValResults(prompt={self.prompt!r}, instances={self.ious.size}, "
+            f"images={self.images}, miou={self.miou:.4f}, oracle_miou={self.oracle_miou:.4f})"
+        )
+
     @property
     def miou(self) -> float:
         """Mean IoU over all instances (mask selected by predicted IoU)."""
@@ -252,7 +258,7 @@ def validate(
     *,
     multimask: bool | None = None,
     max_images: int | None = None,
-    chunk: int = 32,
+    chunk: int = 16,
     verbose: bool = True,
     progress: bool = False,
 ) -> ValResults:

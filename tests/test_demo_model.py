@@ -1,0 +1,44 @@
+"""The demo model shipped in the package: loads offline and segments held-out synthetic shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from samkit import SAM
+from samkit.checkpoints import packaged_file, read_checkpoint, resolve_checkpoint
+from samkit.registry import DEMO_CONFIG, VARIANTS, infer_config
+from samkit.synthetic import write_shapes_dataset
+
+HELDOUT_SEED = 20240601  # benchmarks/train_demo.py: never used for training
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return SAM("samkit-demo")
+
+
+def test_demo_loads_offline_from_the_package(demo, monkeypatch, tmp_path):
+    monkeypatch.setenv("SAMKIT_OFFLINE", "1")
+    monkeypatch.setenv("SAMKIT_CACHE_DIR", str(tmp_path / "empty-cache"))
+    path = resolve_checkpoint("samkit-demo")
+    assert path == packaged_file("samkit_demo.safetensors") and path.parent.name == "assets"
+    assert path.stat().st_size < 5_000_000
+    assert resolve_checkpoint("demo") == resolve_checkpoint("samkit_demo") == path
+    assert demo.name == "samkit_demo" and demo.config == DEMO_CONFIG
+    assert VARIANTS["samkit_demo"].files == ()
+    # the architecture is also recoverable from the weights alone
+    ckpt = read_checkpoint(path)
+    assert infer_config(ckpt.state_dict) == DEMO_CONFIG
+    # stored as float16, loaded as float32
+    assert ckpt.state_dict["mask_decoder.iou_token.weight"].dtype == torch.float16
+    assert all(p.dtype == torch.float32 for p in demo.model.parameters())
+
+
+def test_demo_segments_held_out_shapes(demo, tmp_path):
+    data = write_shapes_dataset(tmp_path / "heldout", n_train=0, n_val=20, seed=HELDOUT_SEED)
+    box = demo.val(data, "box", verbose=False)
+    assert box.counts()["all"] > 80
+    assert box.miou >= 0.85
+    point = demo.val(data, "point", verbose=False)
+    assert point.oracle_miou >= point.miou > 0.5
