@@ -189,11 +189,16 @@ def _assert_same_records(ref: list[dict], ours: list[dict]) -> None:
     for a, b in zip(ref, ours):  # same order, same values
         ma, mb = a["segmentation"], b["segmentation"]
         assert mb.dtype == np.bool_ and mb.shape == ma.shape
-        assert (ma != mb).sum() <= 2
+        # Both sides are fp32 computations of the same logits in a different order: pixels whose
+        # logit is within float rounding of the threshold may flip. How many depends on the CPU's
+        # GEMM kernels (2 on the development machine, 9 of 8,295 on an AVX-512 CI machine), so
+        # the bound scales with the mask: 2 pixels plus 0.2 % of its area.
+        tol = 2 + 0.002 * max(int(ma.sum()), int(mb.sum()))
+        assert (ma != mb).sum() <= tol, f"{(ma != mb).sum()} pixels differ (bound {tol:.0f})"
         assert abs(a["predicted_iou"] - b["predicted_iou"]) <= 1e-5
         assert abs(a["stability_score"] - b["stability_score"]) <= 1e-3
         assert max(abs(x - y) for x, y in zip(a["bbox"], b["bbox"])) <= 1
-        assert a["crop_box"] == b["crop_box"] and a["area"] == pytest.approx(b["area"], abs=2)
+        assert a["crop_box"] == b["crop_box"] and a["area"] == pytest.approx(b["area"], abs=tol)
         np.testing.assert_allclose(a["point_coords"], b["point_coords"])
 
 
