@@ -1,7 +1,9 @@
-"""Many single-point prompts against one image embedding, fast and exact.
+"""Many prompts against one image embedding, fast and exact.
 
 :class:`PointDecoder` computes what SAM's mask decoder computes for ``B`` one-point prompts
-(multimask output), reorganised so that segment-everything wastes no work:
+(multimask output, :meth:`PointDecoder.decode`) or for any prompts without a mask input
+(:meth:`PointDecoder.decode_sparse`: boxes, several points), reorganised so that
+segment-everything and batches of boxes waste no work:
 
 * Everything that does not depend on the prompt is computed once per image: the image-side
   projections of the first two-way block (its keys are the same for every prompt).
@@ -170,6 +172,42 @@ class PointDecoder:
             keeps.append(keep.cpu())
         out = torch.cat(logits) if logits else torch.zeros((0, rh, rw))
         return torch.cat(ious), torch.cat(keeps), out
+
+    @torch.inference_mode()
+    def decode_sparse(
+        self, sparse: torch.Tensor, multimask_output: bool, chunk: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode any prompts without a mask input, as :class:`~samkit.models.MaskDecoder` does.
+
+        Args:
+            sparse: ``B x T x C`` sparse prompt embeddings from the prompt encoder (points,
+                box corners, padding), the same ``T`` for every prompt.
+            multimask_output: three masks per prompt, else the single-mask token.
+            chunk: prompts per pass (default :attr:`chunk`).
+        Returns:
+            ``(low-res logits B x M x 4h x 4w float32, iou B x M float32)`` on the features'
+            device, M = 3 or 1: the module decoder's values up to float rounding.
+        """
+        if self._features_missing():
+            raise RuntimeError("PointDecoder.set_features must be called before decode_sparse")
+        dec = self.dec
+        indices = dec.mask_token_indices(multimask_output)
+        sel = [0] + [1 + t for t in indices]  # the IoU token, then the requested mask tokens
+        out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], 0)
+        step = max(1, int(chunk or self.chunk))
+        ious, logits = [], []
+        for s in range(0, sparse.shape[0], step):
+            part = sparse[s : s + step].to(self.dtype)
+            tokens = torch.cat([out_tokens.expand(part.shape[0], -1, -1).to(self.dtype), part], 1)
+            q, pe, keys = self._layers(tokens)
+            out = self._final(dec.transformer.final_attn_token_to_image, q[:, sel], pe[:, sel], keys)
+            ious.append(dec.iou_prediction_head(out[:, 0])[:, indices].float())
+            hyper = torch.stack(
+                [dec.output_hypernetworks_mlps[t](out[:, 1 + j]) for j, t in enumerate(indices)],
+                dim=1,
+            )
+            logits.append(self.upscale(keys, hyper))
+        return torch.cat(logits), torch.cat(ious)
 
     def _features_missing(self) -> bool:
         return not hasattr(self, "keys0")

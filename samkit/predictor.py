@@ -37,11 +37,18 @@ class SamPredictor:
     ``precision`` of the image encoder: ``"fp32"`` (the reference, default), ``"bf16"``, or
     ``"auto"`` (bf16 where the device computes it natively); see :mod:`samkit.precision`.
     Prompt encoding and mask decoding always run in fp32.
+
+    ``fast_decoder=True`` (default) decodes prompts without a mask input through
+    :class:`~samkit.fast_decode.PointDecoder`, which computes the image side of the first
+    decoder block once per image and re-associates the attention products: the module
+    decoder's values up to float rounding (logits ~1e-6 relative), 3-4x less work per prompt.
+    ``False`` runs Meta's module decoder for every call.
     """
 
-    def __init__(self, sam_model: Sam, precision: str = "fp32") -> None:
+    def __init__(self, sam_model: Sam, precision: str = "fp32", fast_decoder: bool = True) -> None:
         self.model = sam_model
         self.precision = resolve_precision(precision, sam_model.device)
+        self.fast_decoder = fast_decoder
         self.reset_image()
 
     # -- image -----------------------------------------------------------------------------
@@ -139,6 +146,7 @@ class SamPredictor:
         self.features: torch.Tensor | None = None
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
+        self._point_decoder = None  # PointDecoder for these features, built on first use
 
     def get_image_embedding(self) -> torch.Tensor:
         """The cached embedding, ``1 x C x h x w``."""
@@ -264,6 +272,27 @@ class SamPredictor:
             mask_input = mask_input.to(self.device)
         model = self.model
         sparse, dense = model.prompt_encoder(points, boxes, mask_input)
+        if mask_input is None and self._use_point_decoder():
+            return self._shared_decoder().decode_sparse(sparse, multimask_output, chunk=16)
         return model.mask_decoder(
             self.features, model.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output
         )
+
+    def _use_point_decoder(self) -> bool:
+        dev = self.features.device.type
+        return (
+            self.fast_decoder
+            and self.features.shape[0] == 1
+            and self.features.dtype == torch.float32
+            and not torch.is_autocast_enabled(dev)
+        )
+
+    def _shared_decoder(self):
+        """The :class:`~samkit.fast_decode.PointDecoder` holding this image's shared work."""
+        from .fast_decode import PointDecoder
+
+        if self._point_decoder is None:
+            decoder = PointDecoder(self.model)
+            decoder.set_features(self.features)
+            self._point_decoder = decoder
+        return self._point_decoder
