@@ -81,6 +81,7 @@ path = out_dir / "overlay.png"
 Image.fromarray(np.concatenate([image, overlay], axis=1)).save(path)
 print(f"image and masks saved to {path}")
 
-if truth is not None and model.name != "custom":  # the same measurement as the README's figure, on 20 held-out images
+# the same measurement as the README's figure, on 20 held-out images
+if truth is not None and model.name != "custom":
     held_out = write_shapes_dataset(out_dir / "heldout", n_train=0, n_val=20, seed=20240601)
     model.val(held_out, "box")

@@ -116,8 +116,4 @@ def encode_images(
 
 def attach(predictor: SamPredictor, emb: Embedding) -> None:
     """Make ``predictor`` answer prompts for the image ``emb`` was computed from."""
-    predictor.reset_image()
-    predictor.features = emb.features
-    predictor.original_size = emb.original_size
-    predictor.input_size = emb.input_size
-    predictor.is_image_set = True
+    predictor.set_embedding(emb)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .errors import ImageError, SamkitError
+from .errors import SamkitError
 from .fast_decode import PointDecoder
 from .ops.amg import (
     batch_iterator,
@@ -38,6 +38,7 @@ from .ops.nms import nms
 from .ops.regions import remove_small_regions
 from .ops.upsample import UpsamplePlan, mask_stats, upsample_masks
 from .predictor import SamPredictor
+from .validate import check_image
 
 __all__ = ["AmgParams", "MaskSet", "generate_mask_set"]
 
@@ -196,7 +197,7 @@ def generate_mask_set(
     ``cleanup_s`` (seconds).
     """
     stats: Counter = Counter()
-    image = _check_image(image_rgb)
+    image = check_image(image_rgb)
     h, w = image.shape[:2]
     crop_boxes, layer_idxs = generate_crop_boxes(
         (h, w), int(params.crop_n_layers), float(params.crop_overlap_ratio)
@@ -347,20 +348,6 @@ def _remove_small_regions(
             data.boxes[i] = boxes[i]
             data.areas[i] = int(masks[i].sum())
     return data.take(keep), [masks[i] for i in keep]
-
-
-def _check_image(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ImageError(
-            f"expected an H x W x 3 RGB image, got an array of shape {image.shape}; convert "
-            "grayscale/RGBA images to 3-channel RGB first"
-        )
-    if image.dtype != np.uint8:
-        raise ImageError(f"expected a uint8 image (0-255), got dtype {image.dtype}")
-    if min(image.shape[:2]) < 1:
-        raise ImageError(f"the image is empty (shape {image.shape})")
-    return image
 
 
 def _progress(enabled: bool, total: int):

@@ -200,7 +200,9 @@ class PointDecoder:
             part = sparse[s : s + step].to(self.dtype)
             tokens = torch.cat([out_tokens.expand(part.shape[0], -1, -1).to(self.dtype), part], 1)
             q, pe, keys = self._layers(tokens)
-            out = self._final(dec.transformer.final_attn_token_to_image, q[:, sel], pe[:, sel], keys)
+            out = self._final(
+                dec.transformer.final_attn_token_to_image, q[:, sel], pe[:, sel], keys
+            )
             ious.append(dec.iou_prediction_head(out[:, 0])[:, indices].float())
             hyper = torch.stack(
                 [dec.output_hypernetworks_mlps[t](out[:, 1 + j]) for j, t in enumerate(indices)],

@@ -21,16 +21,16 @@ import torch
 from .decoding import DEFAULT_CHUNK_SIZE, decode_prompts
 from .device import resolve_device
 from .embeddings import Embedding, EmbeddingCache, attach, encode_images, image_key
-from .errors import PromptError
 from .models import Sam
 from .precision import autocast, dtype_of, resolve_precision
 from .predictor import SamPredictor
-from .prompts import Prompts, fit_prompts, parse_prompts
+from .predictor_base import ResultsPredictMixin
+from .prompts import Prompts
 from .results import Results
-from .sources import load_image
+from .validate import ObjectPrompt
 
 
-class Predictor:
+class Predictor(ResultsPredictMixin):
     """Prompted segmentation of one image at a time, on top of :class:`SamPredictor`.
 
     Args:
@@ -40,6 +40,8 @@ class Predictor:
         image_format: channel order of NumPy images ("BGR" default, or "RGB").
         cache: an :class:`EmbeddingCache` to share (a SAM model passes its own).
     """
+
+    no_prompt_hint = " (for segment-everything mode call the model on the image without prompts)"
 
     def __init__(
         self,
@@ -70,12 +72,6 @@ class Predictor:
         self.reset_image()
 
     # -- image --------------------------------------------------------------------------------
-    def set_image(self, image: Any, image_format: str | None = None) -> None:
-        """Encode ``image`` (path, URL, ``H x W x 3`` NumPy array, PIL image); cached by content."""
-        rgb = load_image(image, image_format or self.image_format)
-        path = str(image) if isinstance(image, str) or hasattr(image, "__fspath__") else "image0"
-        self.set_rgb(rgb, path)
-
     def set_rgb(
         self, image_rgb: np.ndarray, path: str = "image0", frame: int | None = None
     ) -> float:
@@ -99,23 +95,12 @@ class Predictor:
     ) -> None:
         """Use an already computed embedding of ``image_rgb``."""
         attach(self.sam_predictor, emb)
-        self.image_rgb, self.path, self.frame = image_rgb, path, frame
-        self._image_bgr: np.ndarray | None = None  # made on first use, shared by all calls
+        self._set_source(image_rgb, path, frame)
 
     def reset_image(self) -> None:
         """Forget the current image (its embedding stays in the cache)."""
         self.sam_predictor.reset_image()
-        self.image_rgb: np.ndarray | None = None
-        self._image_bgr = None
-        self.path = "image0"
-        self.frame: int | None = None
-
-    @property
-    def image_bgr(self) -> np.ndarray:
-        """The current image, ``H x W x 3`` uint8 BGR (what ``Results.orig_img`` holds)."""
-        if self._image_bgr is None:
-            self._image_bgr = np.ascontiguousarray(self.image_rgb[..., ::-1])
-        return self._image_bgr
+        self._set_source(None)
 
     @property
     def is_image_set(self) -> bool:
@@ -125,72 +110,41 @@ class Predictor:
     def features(self) -> torch.Tensor:
         return self.sam_predictor.get_image_embedding()
 
+    @property
+    def original_size(self) -> tuple[int, int] | None:
+        """``(H, W)`` of the current image."""
+        return self.sam_predictor.original_size
+
+    @property
+    def mask_input_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the low-res mask logits (256 x 256 for SAM's models)."""
+        return self.sam_predictor.mask_input_size
+
     # -- prompts ------------------------------------------------------------------------------
-    def __call__(
-        self,
-        bboxes: Any = None,
-        points: Any = None,
-        labels: Any = None,
-        masks: Any = None,
-        multimask_output: bool = False,
-    ) -> Results:
-        """Masks for the prompts (original-image pixels; see :func:`samkit.prompts.parse_prompts`).
-
-        With ``multimask_output=True`` each prompt gives 3 masks (``Results.prompt_index``
-        says which prompt; ``Results.best()`` keeps the best one per prompt).
-        """
-        prompts = parse_prompts(bboxes, points, labels, masks)
-        if prompts.empty:
-            raise PromptError(
-                "no prompt given: pass bboxes=, points= or masks= (for segment-everything mode "
-                "call the model on the image without prompts)"
-            )
-        return self.predict_prompts(prompts, multimask_output)
-
-    def predict_prompts(self, prompts: Prompts, multimask_output: bool = False) -> Results:
-        """Decode parsed :class:`Prompts` (checked against the current image) into Results."""
-        if not self.is_image_set:
-            raise PromptError("no image is set: call set_image(image) before prompting")
-        h, w = self.sam_predictor.original_size
-        return self.decode_fitted(fit_prompts(prompts, h, w, self.mask_size), multimask_output)
-
+    # __call__(bboxes=, points=, labels=, masks=) and predict_prompts(): ResultsPredictMixin
     @property
     def mask_size(self) -> int:
         """Side of the low-res logits (256 for SAM's models)."""
-        return int(self.model.prompt_encoder.mask_input_size[0])
+        return int(self.mask_input_size[0])
 
     def decode_fitted(self, fitted: Prompts, multimask_output: bool = False) -> Results:
         """Decode prompts already checked against the current image by ``fit_prompts``."""
         t0 = time.perf_counter()
         with autocast(self.model.device, self.dtype):
             out = decode_prompts(self.sam_predictor, fitted, multimask_output, self.chunk_size)
-        decode_ms = (time.perf_counter() - t0) * 1e3
-        return Results(
-            orig_img=self.image_bgr,
-            path=self.path,
+        return self._results(
+            fitted,
+            (time.perf_counter() - t0) * 1e3,
             masks=out.masks,
             scores=out.scores,
             boxes=out.boxes,
             prompt_index=out.prompt_index,
             low_res_logits=out.low_res_logits,
-            prompt_points=fitted.points,
-            prompt_labels=fitted.labels,
-            prompt_boxes=fitted.boxes,
-            frame=self.frame,
-            speed={"decode": decode_ms},
         )
 
-    def predict(
-        self,
-        point_coords: np.ndarray | None = None,
-        point_labels: np.ndarray | None = None,
-        box: np.ndarray | None = None,
-        mask_input: np.ndarray | None = None,
-        multimask_output: bool = True,
-        return_logits: bool = False,
+    # predict(point_coords, point_labels, box, mask_input, ...): Meta's, from MetaPredictMixin
+    def _predict_checked(
+        self, prompt: ObjectPrompt, multimask_output: bool, return_logits: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Meta's ``SamPredictor.predict`` on the cached embedding (one object; see there)."""
         with autocast(self.model.device, self.dtype):
-            return self.sam_predictor.predict(
-                point_coords, point_labels, box, mask_input, multimask_output, return_logits
-            )
+            return self.sam_predictor._predict_checked(prompt, multimask_output, return_logits)

@@ -22,14 +22,17 @@ from .errors import ExportError, ImageError, PromptError
 from .export.runtime import export_files, load_pair
 from .export.spec import DECODER_OUTPUTS, MASK_OUTPUT_COUNTS
 from .geometry import normalize_and_pad, resize_longest_side, scale_boxes_np, scale_coords_np
-from .prompts import Prompts, binary_masks_to_logits, fit_prompts, parse_prompts
+from .predictor_base import ResultsPredictMixin
+from .prompts import Prompts, binary_masks_to_logits
 from .results import Results
-from .sources import load_image
-from .validate import check_box, check_mask_input, check_points
+from .validate import ObjectPrompt, check_prompt
 
 
-class OnnxPredictor:
+class OnnxPredictor(ResultsPredictMixin):
     """Encode an image once (:meth:`set_image`), then decode prompts, with onnxruntime.
+
+    A decoder exported with ``mask_output="multi"`` serves only ``multimask_output=True``,
+    ``"single"``/``"best"`` only False (``"all"``, the default, serves both).
 
     Args:
         encoder: path of the image encoder ONNX (``1 x 3 x S x S`` normalized, padded input), or
@@ -45,6 +48,7 @@ class OnnxPredictor:
     """
 
     mask_threshold: float = 0.0
+    features: np.ndarray | None  # 1 x C x h x w float32
 
     def __init__(
         self,
@@ -77,12 +81,6 @@ class OnnxPredictor:
         return cls(encoder, decoder, **options)
 
     # -- image ---------------------------------------------------------------------------
-    def set_image(self, image: Any, image_format: str | None = None) -> None:
-        """Encode ``image``: a path, URL, ``H x W x 3`` NumPy array (``image_format``) or PIL."""
-        rgb = load_image(image, image_format or self.image_format)
-        path = str(image) if isinstance(image, str) or hasattr(image, "__fspath__") else "image0"
-        self.set_rgb(rgb, path)
-
     def set_rgb(
         self, image_rgb: np.ndarray, path: str = "image0", frame: int | None = None
     ) -> float:
@@ -120,59 +118,22 @@ class OnnxPredictor:
             raise ImageError(f"original_size must be positive (H, W), got {original_size}")
         scale = self.image_size / max(h, w)
         self.reset_image()
-        self.features = emb
-        self.original_size = (h, w)
-        self.input_size = (int(h * scale + 0.5), int(w * scale + 0.5))
-        self.image_rgb, self.path, self.frame = image_rgb, path, frame
-        self.is_image_set = True
+        self._hold_embedding(emb, (h, w), (int(h * scale + 0.5), int(w * scale + 0.5)))
+        self._set_source(image_rgb, path, frame)
 
     def reset_image(self) -> None:
         """Forget the current image and its embedding."""
-        self.is_image_set = False
-        self.features: np.ndarray | None = None
-        self.original_size: tuple[int, int] | None = None
-        self.input_size: tuple[int, int] | None = None
-        self.image_rgb: np.ndarray | None = None
-        self.path, self.frame = "image0", None
-
-    def get_image_embedding(self) -> np.ndarray:
-        """The cached embedding, ``1 x C x h x w`` float32."""
-        self._require_image()
-        return self.features
-
-    def _require_image(self) -> None:
-        if not self.is_image_set:
-            raise PromptError("no image is set: call set_image(image) before prompting")
+        super().reset_image()
+        self._set_source(None)
 
     # -- prompts, samkit.Predictor style -------------------------------------------------
-    def __call__(
-        self,
-        bboxes: Any = None,
-        points: Any = None,
-        labels: Any = None,
-        masks: Any = None,
-        multimask_output: bool = False,
-    ) -> Results:
-        """Masks for the prompts, as ``samkit.Predictor.__call__`` (original-image pixels).
-
-        ``bboxes`` ``(N, 4)`` XYXY; ``points`` ``(N, 2)`` or ``(N, K, 2)`` with ``labels``;
-        ``masks`` ``(N, H, W)`` binary or ``(N, 256, 256)`` logits. With ``multimask_output``
-        each prompt gives 3 masks (``Results.prompt_index`` says which prompt).
-        """
-        prompts = parse_prompts(bboxes, points, labels, masks)
-        if prompts.empty:
-            raise PromptError("no prompt given: pass bboxes=, points= or masks=")
-        return self.predict_prompts(prompts, multimask_output)
-
-    def predict_prompts(self, prompts: Prompts, multimask_output: bool = False) -> Results:
-        """Decode parsed :class:`~samkit.prompts.Prompts` (checked against the image here)."""
-        self._require_image()
+    # __call__(bboxes=, points=, labels=, masks=) and predict_prompts(): ResultsPredictMixin
+    def decode_fitted(self, fitted: Prompts, multimask_output: bool = False) -> Results:
+        """Decode prompts already checked against the current image by ``fit_prompts``."""
         if self.image_rgb is None:
             raise ImageError(
                 "Results need the image: pass image_rgb= to set_image_embedding(), or use predict()"
             )
-        h, w = self.original_size
-        fitted = fit_prompts(prompts, h, w, self.mask_input_size[0])
         t0 = time.perf_counter()
         masks, scores, low_res = [], [], []
         for i in range(fitted.n):
@@ -181,19 +142,14 @@ class OnnxPredictor:
             scores.append(s)
             low_res.append(low)
         c = 3 if multimask_output else 1
-        size = self.mask_input_size
-        return Results(
-            orig_img=np.ascontiguousarray(self.image_rgb[..., ::-1]),
-            path=self.path,
+        (h, w), size = self.original_size, self.mask_input_size
+        return self._results(
+            fitted,
+            (time.perf_counter() - t0) * 1e3,
             masks=np.concatenate(masks) if masks else np.zeros((0, h, w), bool),
             scores=np.concatenate(scores) if scores else np.zeros(0, np.float32),
             prompt_index=np.repeat(np.arange(fitted.n, dtype=np.int64), c),
             low_res_logits=np.concatenate(low_res) if low_res else np.zeros((0, *size), "f4"),
-            prompt_points=fitted.points,
-            prompt_labels=fitted.labels,
-            prompt_boxes=fitted.boxes,
-            frame=self.frame,
-            speed={"decode": (time.perf_counter() - t0) * 1e3},
         )
 
     def _object_feed(self, fitted: Prompts, i: int) -> dict[str, np.ndarray]:
@@ -216,29 +172,11 @@ class OnnxPredictor:
         return self._feed(coords, labels, box, mask)
 
     # -- prompts, Meta's SamPredictor style ----------------------------------------------
-    def predict(
-        self,
-        point_coords: np.ndarray | None = None,
-        point_labels: np.ndarray | None = None,
-        box: np.ndarray | None = None,
-        mask_input: np.ndarray | None = None,
-        multimask_output: bool = True,
-        return_logits: bool = False,
+    # predict(point_coords, point_labels, box, mask_input, ...): Meta's, from MetaPredictMixin
+    def _predict_checked(
+        self, prompt: ObjectPrompt, multimask_output: bool, return_logits: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Masks for one object from prompts in original-image pixels (as ``SamPredictor``).
-
-        Args:
-            point_coords: ``N x 2`` (x, y) points. point_labels: ``N`` (1 fg, 0 bg).
-            box: ``4`` XYXY box. mask_input: ``1 x 256 x 256`` low-res logits of an earlier call.
-            multimask_output: 3 masks (True) or 1; a decoder exported with
-                ``mask_output="multi"`` serves only True, ``"single"``/``"best"`` only False.
-        Returns:
-            ``(masks C x H x W bool (float32 logits if return_logits), iou C,
-            low_res_logits C x 256 x 256)``.
-        """
-        masks, iou, low_res = self._decode(
-            self.decoder_inputs(point_coords, point_labels, box, mask_input), multimask_output
-        )
+        masks, iou, low_res = self._decode(self._checked_feed(prompt), multimask_output)
         return (masks if return_logits else masks > self.mask_threshold), iou, low_res
 
     def decoder_inputs(
@@ -250,15 +188,14 @@ class OnnxPredictor:
     ) -> dict[str, np.ndarray]:
         """The decoder's input feed for one object's prompts in original-image pixels."""
         self._require_image()
-        coords = labels = mask = None
-        if point_coords is not None:
-            pts, labels = check_points(point_coords, point_labels)
-            coords = scale_coords_np(pts, self.original_size, self.input_size)
-        if box is not None:
-            box = check_box(box)
-        if mask_input is not None:
-            mask = check_mask_input(mask_input, self.mask_input_size)
-        return self._feed(coords, labels, box, mask)
+        prompt = check_prompt(point_coords, point_labels, box, mask_input, self.mask_input_size)
+        return self._checked_feed(prompt)
+
+    def _checked_feed(self, prompt: ObjectPrompt) -> dict[str, np.ndarray]:
+        coords = None
+        if prompt.coords is not None:
+            coords = scale_coords_np(prompt.coords, self.original_size, self.input_size)
+        return self._feed(coords, prompt.labels, prompt.box, prompt.mask_input)
 
     def _feed(self, coords, labels, box, mask) -> dict[str, np.ndarray]:
         """Meta's decoder convention: box corners labelled 2 / 3; without a box, points get one

@@ -16,7 +16,9 @@ import torch
 from .errors import ImageError, PromptError
 from .models import Sam
 from .precision import encode, resolve_precision
+from .predictor_base import MetaPredictMixin
 from .transforms import resize_longest_side, scale_boxes, scale_coords
+from .validate import ObjectPrompt, check_image
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class ImageEmbedding:
     input_size: tuple[int, int]
 
 
-class SamPredictor:
+class SamPredictor(MetaPredictMixin):
     """Computes the image embedding once (:meth:`set_image`) and answers prompts against it.
 
     ``precision`` of the image encoder: ``"fp32"`` (the reference, default), ``"bf16"``, or
@@ -44,6 +46,8 @@ class SamPredictor:
     decoder's values up to float rounding (logits ~1e-6 relative), 3-4x less work per prompt.
     ``False`` runs Meta's module decoder for every call.
     """
+
+    features: torch.Tensor | None  # 1 x C x h x w, fp32
 
     def __init__(self, sam_model: Sam, precision: str = "fp32", fast_decoder: bool = True) -> None:
         self.model = sam_model
@@ -61,17 +65,7 @@ class SamPredictor:
     def _check_image(image: np.ndarray, image_format: str) -> np.ndarray:
         if image_format not in ("RGB", "BGR"):
             raise ImageError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ImageError(
-                f"expected an H x W x 3 image, got an array of shape {image.shape}; convert "
-                "grayscale/RGBA images to 3-channel RGB first"
-            )
-        if image.dtype != np.uint8:
-            raise ImageError(f"expected a uint8 image (0-255), got dtype {image.dtype}")
-        if min(image.shape[:2]) < 1:
-            raise ImageError(f"the image is empty (shape {image.shape})")
-        return image
+        return check_image(image)
 
     def _to_input(self, image: np.ndarray, image_format: str) -> torch.Tensor:
         """Resized ``1 x 3 x h x w`` uint8 tensor of a checked RGB/BGR image."""
@@ -95,11 +89,12 @@ class SamPredictor:
                 f"{tuple(transformed_image.shape[2:])}"
             )
         self.reset_image()
-        self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
-        self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
         x = self.model.preprocess(transformed_image.to(self.device))
-        self.features = encode(self.model.image_encoder, x, self.precision)
-        self.is_image_set = True
+        self._hold_embedding(
+            encode(self.model.image_encoder, x, self.precision),
+            (int(original_image_size[0]), int(original_image_size[1])),
+            (int(transformed_image.shape[-2]), int(transformed_image.shape[-1])),
+        )
 
     def encode_images(
         self, images: Sequence[np.ndarray], image_format: str = "RGB", batch_size: int = 4
@@ -133,25 +128,15 @@ class SamPredictor:
         return out
 
     def set_embedding(self, embedding: ImageEmbedding) -> None:
-        """Make an embedding from :meth:`encode_images` the current image."""
+        """Make an embedding from :meth:`encode_images` the current image.
+
+        Anything with ``features``, ``original_size`` and ``input_size`` will do (such as
+        :class:`samkit.embeddings.Embedding`).
+        """
         self.reset_image()
-        self.features = embedding.features.to(self.device)
-        self.original_size = embedding.original_size
-        self.input_size = embedding.input_size
-        self.is_image_set = True
-
-    def reset_image(self) -> None:
-        """Forget the current image and its embedding."""
-        self.is_image_set = False
-        self.features: torch.Tensor | None = None
-        self.original_size: tuple[int, int] | None = None
-        self.input_size: tuple[int, int] | None = None
-        self._point_decoder = None  # PointDecoder for these features, built on first use
-
-    def get_image_embedding(self) -> torch.Tensor:
-        """The cached embedding, ``1 x C x h x w``."""
-        self._require_image()
-        return self.features
+        self._hold_embedding(
+            embedding.features.to(self.device), embedding.original_size, embedding.input_size
+        )
 
     @property
     def device(self) -> torch.device:
@@ -163,59 +148,27 @@ class SamPredictor:
         self._require_image()
         return self.original_size, self.input_size
 
-    def _require_image(self) -> None:
-        if not self.is_image_set:
-            raise PromptError("no image is set: call set_image(image) before predicting")
+    @property
+    def mask_input_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the low-res mask logits (``mask_input`` and ``low_res_logits``)."""
+        return self.model.prompt_encoder.mask_input_size
 
     # -- prompts ---------------------------------------------------------------------------
-    def predict(
-        self,
-        point_coords: np.ndarray | None = None,
-        point_labels: np.ndarray | None = None,
-        box: np.ndarray | None = None,
-        mask_input: np.ndarray | None = None,
-        multimask_output: bool = True,
-        return_logits: bool = False,
+    # predict(point_coords, point_labels, box, mask_input, multimask_output, return_logits):
+    # checked by MetaPredictMixin, then decoded here.
+    def _predict_checked(
+        self, prompt: ObjectPrompt, multimask_output: bool, return_logits: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Masks for one object from prompts in original-image pixels.
-
-        Args:
-            point_coords: ``N x 2`` (x, y) points. point_labels: ``N`` (1 fg, 0 bg).
-            box: ``4`` XYXY box. mask_input: ``1 x 256 x 256`` low-res logits of an earlier call.
-        Returns:
-            ``(masks C x H x W bool (float logits if return_logits), iou C, low_res_logits C x 256 x 256)``
-            with C = 3 when ``multimask_output`` else 1.
-        """
-        self._require_image()
         coords_t = labels_t = box_t = mask_t = None
-        if point_coords is not None:
-            if point_labels is None:
-                raise PromptError("point_labels must be given with point_coords")
-            coords = np.asarray(point_coords, dtype=np.float64)
-            labels = np.asarray(point_labels)
-            if coords.ndim != 2 or coords.shape[1] != 2:
-                raise PromptError(f"point_coords must be N x 2, got shape {coords.shape}")
-            if labels.shape != (coords.shape[0],):
-                raise PromptError(
-                    f"point_labels must have one label per point ({coords.shape[0]}), got shape {labels.shape}"
-                )
-            coords = scale_coords(coords, self.original_size, self.input_size)
+        if prompt.coords is not None:
+            coords = scale_coords(prompt.coords, self.original_size, self.input_size)
             coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
-            labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]
-        if box is not None:
-            b = np.asarray(box, dtype=np.float64)
-            if b.size != 4:
-                raise PromptError(f"box must have 4 values (x1, y1, x2, y2), got shape {b.shape}")
-            b = scale_boxes(b.reshape(1, 4), self.original_size, self.input_size)
+            labels_t = torch.as_tensor(prompt.labels, dtype=torch.int, device=self.device)[None]
+        if prompt.box is not None:
+            b = scale_boxes(prompt.box.reshape(1, 4), self.original_size, self.input_size)
             box_t = torch.as_tensor(b, dtype=torch.float, device=self.device)
-        if mask_input is not None:
-            m = np.asarray(mask_input, dtype=np.float32)
-            size = self.model.prompt_encoder.mask_input_size
-            if m.shape != (1, *size):
-                raise PromptError(
-                    f"mask_input must be 1 x {size[0]} x {size[1]} logits, got shape {m.shape}"
-                )
-            mask_t = torch.as_tensor(m, device=self.device)[None]
+        if prompt.mask_input is not None:
+            mask_t = torch.as_tensor(prompt.mask_input, device=self.device)[None]
         masks, iou, low_res = self.predict_torch(
             coords_t, labels_t, box_t, mask_t, multimask_output, return_logits
         )
@@ -291,8 +244,9 @@ class SamPredictor:
         """The :class:`~samkit.fast_decode.PointDecoder` holding this image's shared work."""
         from .fast_decode import PointDecoder
 
-        if self._point_decoder is None:
+        cached = getattr(self, "_point_decoder", None)
+        if cached is None or cached[0] is not self.features:
             decoder = PointDecoder(self.model)
             decoder.set_features(self.features)
-            self._point_decoder = decoder
-        return self._point_decoder
+            cached = self._point_decoder = (self.features, decoder)
+        return cached[1]

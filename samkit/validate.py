@@ -1,24 +1,64 @@
-"""Validation of Meta-style single-object prompts (``predict(point_coords, point_labels, box,
-mask_input)``); torch-free.
+"""Validation of images and of Meta-style single-object prompts (``predict(point_coords,
+point_labels, box, mask_input)``); torch-free, shared by the torch and onnxruntime predictors.
 
-Each function returns a clean array or raises :class:`~samkit.errors.PromptError` saying what
-was wrong. Coordinates are (x, y) pixels of the original image; boxes are XYXY. (The
-Ultralytics-style multi-object prompts are checked by :mod:`samkit.prompts`.)
+Each function returns a clean array or raises :class:`~samkit.errors.PromptError` (prompts) or
+:class:`~samkit.errors.ImageError` (images) saying what was wrong. Coordinates are (x, y) pixels
+of the original image; boxes are XYXY. (The Ultralytics-style multi-object prompts are checked by
+:mod:`samkit.prompts`.)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .errors import PromptError
+from .errors import ImageError, PromptError
 
-POINT_LABELS = {1: "foreground", 0: "background", 2: "box top-left", 3: "box bottom-right"}
+POINT_LABELS = {
+    1: "foreground",
+    0: "background",
+    2: "box top-left",
+    3: "box bottom-right",
+    -1: "padding, ignored",
+}
+
+
+@dataclass(frozen=True)
+class ObjectPrompt:
+    """One object's checked prompts in original-image pixels (each part may be None).
+
+    ``coords`` ``N x 2`` float64 (x, y) with ``labels`` ``N`` int64; ``box`` ``4`` float64 XYXY;
+    ``mask_input`` ``1 x h x w`` float32 low-res logits of an earlier prediction.
+    """
+
+    coords: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    box: np.ndarray | None = None
+    mask_input: np.ndarray | None = None
+
+
+def check_prompt(
+    point_coords: Any, point_labels: Any, box: Any, mask_input: Any, mask_size: tuple[int, int]
+) -> ObjectPrompt:
+    """Check the arguments of Meta's ``predict`` (``mask_size`` = the low-res logits' ``h, w``).
+
+    ``point_labels`` without ``point_coords`` are ignored, as the reference does.
+    """
+    coords = labels = b = m = None
+    if point_coords is not None:
+        coords, labels = check_points(point_coords, point_labels)
+    if box is not None:
+        b = check_box(box)
+    if mask_input is not None:
+        m = check_mask_input(mask_input, mask_size)
+    return ObjectPrompt(coords, labels, b, m)
 
 
 def check_points(point_coords: Any, point_labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(coords N x 2 float64, labels N int64)``; labels 1 fg, 0 bg (2 / 3 box corners)."""
+    """``(coords N x 2 float64, labels N int64)``; labels 1 fg, 0 bg (2 / 3 box corners, -1
+    padding)."""
     if point_labels is None:
         raise PromptError("point_labels must be given with point_coords (1 = fg, 0 = bg)")
     try:
@@ -36,7 +76,10 @@ def check_points(point_coords: Any, point_labels: Any) -> tuple[np.ndarray, np.n
         raise PromptError("point_coords contain NaN or infinite values")
     if not np.isin(labels, list(POINT_LABELS)).all():
         bad = sorted(set(labels.tolist()) - set(POINT_LABELS))
-        raise PromptError(f"point_labels must be 1 (foreground) or 0 (background), got {bad}")
+        raise PromptError(
+            f"point_labels must be 1 (foreground) or 0 (background) (2 / 3 mark box corners, -1 "
+            f"padding), got {bad}"
+        )
     return coords, labels.astype(np.int64)
 
 
@@ -65,3 +108,18 @@ def check_mask_input(mask_input: Any, size: tuple[int, int]) -> np.ndarray:
             f"earlier prediction), got shape {m.shape}"
         )
     return m
+
+
+def check_image(image: Any) -> np.ndarray:
+    """A non-empty ``H x W x 3`` uint8 image (RGB or BGR) as an array."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ImageError(
+            f"expected an H x W x 3 image, got an array of shape {image.shape}; convert "
+            "grayscale/RGBA images to 3-channel RGB first"
+        )
+    if image.dtype != np.uint8:
+        raise ImageError(f"expected a uint8 image (0-255), got dtype {image.dtype}")
+    if min(image.shape[:2]) < 1:
+        raise ImageError(f"the image is empty (shape {image.shape})")
+    return image

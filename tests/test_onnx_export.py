@@ -41,6 +41,8 @@ def _prompts(h: int, w: int) -> list[dict]:
         {"box": box},
         {"point_coords": [[w * 0.2, h * 0.3], [w * 0.9, h * 0.1]], "point_labels": [1, 0]},
         {"point_coords": [[w * 0.25, h * 0.3]], "point_labels": [0], "box": box},
+        # a padding point (label -1), as Meta's predictors accept it
+        {"point_coords": [[w * 0.4, h * 0.5], [0.0, 0.0]], "point_labels": [1, -1]},
         {},  # no prompt at all: the decoder still answers (as the torch predictor does)
     ]
 
