@@ -113,3 +113,49 @@ def test_bf16_agreement(shapes_decoder_sam):
     assert agree > 0.97
     with pytest.raises(ValueError):
         PointDecoder(sam, torch.float16)
+
+
+@pytest.mark.parametrize("multimask", [False, True])
+@pytest.mark.parametrize("kind", ["boxes", "points", "box_and_points"])
+def test_decode_sparse_equals_module_decoder(kind, multimask, shapes_decoder_sam):
+    sam = shapes_decoder_sam
+    gen = torch.Generator().manual_seed(3)
+    features = torch.randn(1, 256, 64, 64, generator=gen)
+    b = 9
+    xy = torch.rand(b, 2, generator=gen) * 900
+    boxes = torch.cat([xy, xy + 20 + torch.rand(b, 2, generator=gen) * 100], 1)
+    points = (torch.rand(b, 3, 2, generator=gen) * 1024, torch.randint(0, 2, (b, 3), generator=gen))
+    points = None if kind == "boxes" else points
+    boxes = None if kind == "points" else boxes
+    with torch.inference_mode():
+        sparse, dense = sam.prompt_encoder(points, boxes, None)
+        low, iou = sam.mask_decoder(
+            features, sam.prompt_encoder.get_dense_pe(), sparse, dense, multimask
+        )
+    decoder = PointDecoder(sam)
+    decoder.set_features(features)
+    fast_low, fast_iou = decoder.decode_sparse(sparse, multimask, chunk=4)  # ragged chunks
+    assert fast_low.shape == low.shape == (b, 3 if multimask else 1, 256, 256)
+    assert (fast_iou - iou).abs().max() <= 1e-5
+    assert (fast_low - low).abs().max() <= 1e-5 * low.abs().max()
+
+
+def test_sam_predictor_routes_prompts_without_masks_through_the_point_decoder(tiny_sam):
+    from samkit.predictor import SamPredictor
+
+    image = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    fast, slow = SamPredictor(tiny_sam), SamPredictor(tiny_sam, fast_decoder=False)
+    for p in (fast, slow):
+        p.set_image(image)
+    box = np.array([10, 5, 50, 40])
+    m_fast, iou_fast, low_fast = fast.predict(box=box, multimask_output=True)
+    assert fast._point_decoder is not None and fast._point_decoder[0] is fast.features
+    m_slow, iou_slow, low_slow = slow.predict(box=box, multimask_output=True)
+    assert getattr(slow, "_point_decoder", None) is None
+    np.testing.assert_allclose(iou_fast, iou_slow, atol=1e-5)
+    np.testing.assert_allclose(low_fast, low_slow, atol=1e-5 * np.abs(low_slow).max())
+    # a mask prompt goes through the module decoder: identical results
+    a = fast.predict(box=box, mask_input=low_slow[:1], multimask_output=False)
+    b = slow.predict(box=box, mask_input=low_slow[:1], multimask_output=False)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)

@@ -67,8 +67,10 @@ def test_parity_with_reference(arch, request, image_a, parity_manifest):
         "mask_input",
         "batched_boxes",
     }
-    for name, args in cases.items():
-        _check_case(name, args, ref, predictor)
+    for fast in (True, False):  # PointDecoder.decode_sparse, then Meta's module decoder
+        predictor.fast_decoder = fast
+        for name, args in cases.items():
+            _check_case(name, args, ref, predictor)
 
 
 def test_bgr_input_matches_rgb(seeded_mobile_sam, image_a):
