@@ -59,9 +59,9 @@ def main() -> None:
     ap.add_argument("--train-images", type=int, default=4000)
     ap.add_argument("--val-images", type=int, default=50)
     ap.add_argument("--heldout-images", type=int, default=200)
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup-steps", type=int, default=200)
     ap.add_argument("--prompts-per-image", type=int, default=6)
     ap.add_argument("--box-prob", type=float, default=0.8)
@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--resume", type=Path, help="weights/last.pt of an interrupted run")
     ap.add_argument("--reuse-data", action="store_true", help="keep an existing --work/shapes")
     ap.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1 is best on a busy CPU)"
+        "--threads", type=int, default=2, help="torch threads"
     )
     args = ap.parse_args()
 

@@ -232,9 +232,12 @@ class SamPredictor(MetaPredictMixin):
         )
 
     def _use_point_decoder(self) -> bool:
+        from .models.mask_decoder import MaskDecoder
+
         dev = self.features.device.type
         return (
             self.fast_decoder
+            and type(self.model.mask_decoder) is MaskDecoder  # not a replaced/customised module
             and self.features.shape[0] == 1
             and self.features.dtype == torch.float32
             and not torch.is_autocast_enabled(dev)

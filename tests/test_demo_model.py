@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -27,9 +29,11 @@ def test_demo_loads_offline_from_the_package(demo, monkeypatch, tmp_path):
     assert resolve_checkpoint("demo") == resolve_checkpoint("samkit_demo") == path
     assert demo.name == "samkit_demo" and demo.config == DEMO_CONFIG
     assert VARIANTS["samkit_demo"].files == ()
-    # the architecture is also recoverable from the weights alone
+    # the file stores its architecture; the weights alone give all of it but the input size
     ckpt = read_checkpoint(path)
-    assert infer_config(ckpt.state_dict) == DEMO_CONFIG
+    assert ckpt.config == DEMO_CONFIG
+    inferred = infer_config(ckpt.state_dict)
+    assert replace(inferred, encoder=replace(inferred.encoder, img_size=256)) == DEMO_CONFIG
     # stored as float16, loaded as float32
     assert ckpt.state_dict["mask_decoder.iou_token.weight"].dtype == torch.float16
     assert all(p.dtype == torch.float32 for p in demo.model.parameters())
