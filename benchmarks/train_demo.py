@@ -69,9 +69,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", type=Path, help="weights/last.pt of an interrupted run")
     ap.add_argument("--reuse-data", action="store_true", help="keep an existing --work/shapes")
-    ap.add_argument(
-        "--threads", type=int, default=2, help="torch threads"
-    )
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
