@@ -193,13 +193,16 @@ def agreement(precision: str) -> None:
         )
 
 
-def rss_child(name: str, size: str, precision: str) -> None:
+def rss_child(name: str, size: str, precision: str, keep_all: bool = False) -> None:
     w, h = (int(v) for v in size.split("x"))
     model = build(name)
     image = photo_like(h, w, seed=1)
     base = peak_rss_mb()
     t0 = time.perf_counter()
-    out = segment_everything(SamPredictor(model), image, precision=precision)
+    # keep_all: no IoU / stability filter, so every mask that survives NMS is kept (worst case
+    # for memory: seeded weights pass almost nothing through the default filters)
+    kw = {"conf_thres": 0.0, "stability_score_thresh": 0.0} if keep_all else {}
+    out = segment_everything(SamPredictor(model), image, precision=precision, **kw)
     print(
         json.dumps(
             {
@@ -226,6 +229,9 @@ def main() -> None:
     ap.add_argument("--rss", action="store_true", help="peak RSS, sam_b+shapes on 4000x3000")
     ap.add_argument("--rss-size", default="4000x3000")
     ap.add_argument("--rss-child", nargs=3, metavar=("MODEL", "SIZE", "PRECISION"))
+    ap.add_argument(
+        "--rss-keep-all", action="store_true", help="RSS run without IoU/stability filters"
+    )
     ap.add_argument("--agreement", action="store_true", help="fixture agreement per precision")
     ap.add_argument(
         "--force-bf16",
@@ -236,7 +242,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.rss_child:
-        rss_child(*args.rss_child)
+        rss_child(*args.rss_child, keep_all=args.rss_keep_all)
         return
     if args.agreement:
         for precision in args.precisions:
@@ -288,10 +294,13 @@ def main() -> None:
             ]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
+            if args.rss_keep_all:
+                cmd += ["--rss-keep-all"]
             res = subprocess.run(cmd, capture_output=True, text=True, check=True)
             r = json.loads(res.stdout.strip().splitlines()[-1])
             print(
-                f"peak RSS sam_b+shapes {r['size']} {precision}: {r['peak_rss_mb']} MB "
+                f"peak RSS sam_b+shapes {r['size']} {precision}"
+                f"{' (no IoU/stability filter)' if args.rss_keep_all else ''}: {r['peak_rss_mb']} MB "
                 f"(model + image {r['rss_before_mb']} MB; {r['masks']} masks, "
                 f"{r['seconds']} s) | load {r['load']}",
                 flush=True,

@@ -68,6 +68,8 @@ def main() -> None:
     ap.add_argument("--error-clicks", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", type=Path, help="weights/last.pt of an interrupted run")
+    ap.add_argument("--init", type=Path, help="start from these weights (a second, lower-lr phase)")
+    ap.add_argument("--name", default="train", help="run folder name under --work")
     ap.add_argument("--reuse-data", action="store_true", help="keep an existing --work/shapes")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     args = ap.parse_args()
@@ -80,7 +82,7 @@ def main() -> None:
             args.work / "shapes", args.train_images, args.val_images, seed=args.seed
         )
     torch.manual_seed(args.seed)
-    model = SAM.from_config(DEMO_CONFIG)
+    model = SAM(args.init) if args.init else SAM.from_config(DEMO_CONFIG)
     results = model.train(
         data,
         epochs=args.epochs,
@@ -92,7 +94,7 @@ def main() -> None:
         box_prob=args.box_prob,
         error_clicks=args.error_clicks,
         project=args.work,
-        name="train",
+        name=args.name,
         seed=args.seed,
         resume=args.resume,
     )

@@ -21,6 +21,8 @@ from .transforms import scale_boxes, scale_coords
 
 #: Prompts per decoder forward pass (the decoder's activations grow linearly with it).
 DEFAULT_CHUNK_SIZE = 64
+#: Masks upsampled to full size together (bounds the float32 full-size logits in memory).
+UPSAMPLE_GROUP = 4
 
 
 @dataclass
@@ -101,27 +103,33 @@ def decode_prompts(
             np.zeros((0, s, s), np.float32),
         )
     tensors = prompt_tensors(predictor, prompts)
-    masks, scores, boxes, low_res = [], [], [], []
+    model = predictor.model
+    s = model.prompt_encoder.mask_input_size[0]
+    # Preallocated outputs; the full-size logits exist only UPSAMPLE_GROUP masks at a time
+    # (a 1280 x 720 float mask is 3.7 MB: 64 at once would be 236 MB of fresh pages).
+    masks = np.empty((n * c, h, w), dtype=bool)
+    boxes = np.empty((n * c, 4), dtype=np.float32)
+    scores = np.empty(n * c, dtype=np.float32)
+    low_res = np.empty((n * c, s, s), dtype=np.float32)
+    row = 0
     for start in range(0, n, max(1, int(chunk_size))):
         part = [None if t is None else t[start : start + chunk_size] for t in tensors]
         with torch.inference_mode():
             low, iou = predictor.decode(*part, multimask_output=multimask_output)
-            logits = upsample_logits(
-                low.float(), predictor.input_size, (h, w), predictor.model.image_size
-            ).flatten(0, 1)
-            m = logits > predictor.model.mask_threshold
-        boxes.append(masks_to_boxes_xyxy(m).float().cpu())
-        masks.append(m.cpu())
-        scores.append(iou.flatten().float().cpu())
-        low_res.append(low.flatten(0, 1).float().cpu())
-
-    def cat(parts: list[torch.Tensor]) -> np.ndarray:
-        return (parts[0] if len(parts) == 1 else torch.cat(parts)).numpy()
-
-    return Decoded(
-        cat(masks),
-        cat(scores),
-        cat(boxes),
-        np.repeat(np.arange(n, dtype=np.int64), c),
-        cat(low_res),
-    )
+            low = low.float().flatten(0, 1)  # (prompts x c) x s x s
+            k = low.shape[0]
+            scores[row : row + k] = iou.flatten().float().cpu().numpy()
+            low_res[row : row + k] = low.cpu().numpy()
+            for g in range(0, k, UPSAMPLE_GROUP):
+                logits = upsample_logits(
+                    low[g : g + UPSAMPLE_GROUP, None],
+                    predictor.input_size,
+                    (h, w),
+                    model.image_size,
+                )[:, 0]
+                m = logits > model.mask_threshold
+                end = row + g + m.shape[0]
+                boxes[row + g : end] = masks_to_boxes_xyxy(m).cpu().numpy()
+                masks[row + g : end] = m.cpu().numpy()
+        row += k
+    return Decoded(masks, scores, boxes, np.repeat(np.arange(n, dtype=np.int64), c), low_res)

@@ -226,7 +226,7 @@ class SamPredictor(MetaPredictMixin):
         model = self.model
         sparse, dense = model.prompt_encoder(points, boxes, mask_input)
         if mask_input is None and self._use_point_decoder():
-            return self._shared_decoder().decode_sparse(sparse, multimask_output, chunk=16)
+            return self._shared_decoder().decode_sparse(sparse, multimask_output, chunk=2)
         return model.mask_decoder(
             self.features, model.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output
         )
