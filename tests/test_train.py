@@ -78,7 +78,7 @@ def test_short_fine_tuning_raises_val_miou(tmp_path):
     decoder_before = {k: v.clone() for k, v in model.model.mask_decoder.state_dict().items()}
     before = model.val(val, "box", verbose=False).miou
     results = model.train(
-        train, val_data=val, epochs=3, batch=4, lr=3e-4, error_clicks=1, project=tmp_path,
+        train, val_data=val, epochs=3, batch=4, lr=1e-3, error_clicks=1, project=tmp_path,
         verbose=False,
     )  # fmt: skip
     losses = [row["loss"] for row in results.epochs]
