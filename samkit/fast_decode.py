@@ -109,10 +109,20 @@ class PointDecoder:
         point = emb + pe_enc.point_embeddings[1].weight
         b = point.shape[0]
         pad = pe_enc.not_a_point_embed.weight.expand(b, 1, -1)
+        return self._with_output_tokens(torch.cat([point, pad], 1))
+
+    def _with_output_tokens(self, prompt: torch.Tensor) -> torch.Tensor:
+        """The IoU token and mask tokens in front of ``B x T x C`` prompt tokens (the
+        reference's order), in the compute dtype."""
         dec = self.dec
-        out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], 0).float()
-        tokens = torch.cat([out_tokens.expand(b, -1, -1), point, pad], 1)
-        return tokens.to(self.dtype)
+        out = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], 0).float()
+        return torch.cat([out.expand(prompt.shape[0], -1, -1), prompt.float()], 1).to(self.dtype)
+
+    def _hypernet(self, mask_tokens: torch.Tensor, indices: list[int]) -> torch.Tensor:
+        """``B x M x C/8`` hypernetwork outputs of the final mask tokens ``B x M x C``, where
+        column ``j`` is mask token ``indices[j]``."""
+        mlps = self.dec.output_hypernetworks_mlps
+        return torch.stack([mlps[t](mask_tokens[:, j]) for j, t in enumerate(indices)], dim=1)
 
     @torch.inference_mode()
     def decode(
@@ -159,13 +169,7 @@ class PointDecoder:
                 if len(rows) < len(q):  # (no copies when every prompt goes on)
                     q, pe, keys = q[rows], pe[rows], keys[rows]
                 mask_tok = self._final(final, q[:, sel], pe[:, sel], keys)
-                hyper = torch.stack(
-                    [
-                        dec.output_hypernetworks_mlps[t](mask_tok[:, j])
-                        for j, t in enumerate(self.token_indices)
-                    ],
-                    dim=1,
-                )
+                hyper = self._hypernet(mask_tok, self.token_indices)
                 low = self.upscale(keys, hyper, (rh, rw))  # R x M x rh x rw
                 logits.append(low[keep[rows]].cpu())
             ious.append(iou.cpu())
@@ -193,22 +197,15 @@ class PointDecoder:
         dec = self.dec
         indices = dec.mask_token_indices(multimask_output)
         sel = [0] + [1 + t for t in indices]  # the IoU token, then the requested mask tokens
-        out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], 0)
         step = max(1, int(chunk or self.chunk))
         ious, logits = [], []
         for s in range(0, sparse.shape[0], step):
-            part = sparse[s : s + step].to(self.dtype)
-            tokens = torch.cat([out_tokens.expand(part.shape[0], -1, -1).to(self.dtype), part], 1)
-            q, pe, keys = self._layers(tokens)
+            q, pe, keys = self._layers(self._with_output_tokens(sparse[s : s + step]))
             out = self._final(
                 dec.transformer.final_attn_token_to_image, q[:, sel], pe[:, sel], keys
             )
             ious.append(dec.iou_prediction_head(out[:, 0])[:, indices].float())
-            hyper = torch.stack(
-                [dec.output_hypernetworks_mlps[t](out[:, 1 + j]) for j, t in enumerate(indices)],
-                dim=1,
-            )
-            logits.append(self.upscale(keys, hyper))
+            logits.append(self.upscale(keys, self._hypernet(out[:, 1:], indices)))
         return torch.cat(logits), torch.cat(ious)
 
     def _features_missing(self) -> bool:

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 from .errors import ImageError, PromptError
+from .fast_decode import PointDecoder
 from .models import Sam
+from .models.mask_decoder import MaskDecoder
 from .precision import encode, resolve_precision
 from .predictor_base import MetaPredictMixin
 from .transforms import resize_longest_side, scale_boxes, scale_coords
@@ -232,8 +234,6 @@ class SamPredictor(MetaPredictMixin):
         )
 
     def _use_point_decoder(self) -> bool:
-        from .models.mask_decoder import MaskDecoder
-
         dev = self.features.device.type
         return (
             self.fast_decoder
@@ -245,8 +245,6 @@ class SamPredictor(MetaPredictMixin):
 
     def _shared_decoder(self):
         """The :class:`~samkit.fast_decode.PointDecoder` holding this image's shared work."""
-        from .fast_decode import PointDecoder
-
         cached = getattr(self, "_point_decoder", None)
         if cached is None or cached[0] is not self.features:
             decoder = PointDecoder(self.model)
