@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from samkit import SAM
+from samkit.decoding import upsample_region
 from samkit.precision import autocast
 from samkit.transforms import scale_boxes
 
@@ -87,10 +88,14 @@ def main() -> None:
     # so that a busy machine slows them alike.
     low = predictor.sam_predictor
     box_t = torch.as_tensor(scale_boxes(box, low.original_size, low.input_size), device=low.device)
+    # the call upscales only the image part of the low-res frame (low_res_logits are computed
+    # when read): the decoder-only time does the same
+    s = low.model.prompt_encoder.mask_input_size[0]
+    region = upsample_region(s, low.input_size, low.model.image_size)
 
     def decode_only():
         with autocast(low.device, predictor.dtype):
-            low.decode(None, None, box_t, None, False)
+            low.decode(None, None, box_t, None, False, region=region)
         sync()
 
     with autocast(low.device, predictor.dtype):
@@ -101,11 +106,21 @@ def main() -> None:
             _ = low.model.postprocess_masks(low_res.float(), low.input_size, low.original_size) > 0
         sync()
 
+    def box_and_low_res():
+        _ = predictor(bboxes=box).low_res_logits  # computed on this first read
+        sync()
+
     def meta_style():
         predictor.predict(box=box[0], multimask_output=False)
         sync()
 
-    fns = {"full": one_box, "decode": decode_only, "upsample": upsample_only, "meta": meta_style}
+    fns = {
+        "full": one_box,
+        "decode": decode_only,
+        "upsample": upsample_only,
+        "low_res": box_and_low_res,
+        "meta": meta_style,
+    }
     times: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():
         fn()  # warm-up
@@ -117,10 +132,13 @@ def main() -> None:
 
     print(f"one box, full call (decode + upsample to 1280x720 + Results):  {_fmt(times['full'])}")
     print(
-        f"   decoder only:                                                {_fmt(times['decode'])}"
+        f"   decoder only (image region of the low-res frame):            {_fmt(times['decode'])}"
     )
     print(
         f"   upsample + threshold only (Sam.postprocess_masks):           {_fmt(times['upsample'])}"
+    )
+    print(
+        f"   the call, then reading low_res_logits:                       {_fmt(times['low_res'])}"
     )
     print(f"   low-level SamPredictor.predict (Meta's code path):           {_fmt(times['meta'])}")
     print(f"100 boxes in one call:                                          {_fmt(many)}")

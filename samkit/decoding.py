@@ -3,6 +3,10 @@
 All prompts of one call go through the mask decoder together (``chunk_size`` prompts per
 forward pass, to bound memory), with exactly the prompt scaling of ``SamPredictor.predict``, so
 the numbers equal the low-level predictor's.
+
+With ``defer_low_res`` (and the fast decoder in use) the output upscaling runs only for the part
+of the low-res frame that the upsampled masks read (the resized image, not its padding: 56 % of
+the frame for a 16:9 image); the whole-frame ``low_res_logits`` are computed when first read.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .fast_decode import PointDecoder, UpscaleRest
+from .models import Sam
 from .ops.boxes import masks_to_boxes_xyxy
 from .predictor import SamPredictor
 from .prompts import Prompts, binary_masks_to_logits
+from .results import DeferredRows
 from .transforms import scale_boxes, scale_coords
 
 #: Prompts per decoder forward pass (the decoder's activations grow linearly with it).
@@ -34,7 +41,81 @@ class Decoded:
     scores: np.ndarray
     boxes: np.ndarray
     prompt_index: np.ndarray
-    low_res_logits: np.ndarray
+    low_res_logits: np.ndarray | DeferredRows
+
+
+#: Image tokens (bytes) that a deferred call may keep so that reading its ``low_res_logits``
+#: only upscales the padding part of the frame (~3 ms per prompt); calls with more prompts
+#: decode them again when read (~20 ms per prompt).
+REST_BYTES = 32 * 2**20
+
+
+class DeferredLowRes(DeferredRows):
+    """Whole-frame low-res logits of sparse prompts, completed when first read.
+
+    Either from the region logits ``part`` (``n x c`` mask rows) and the kept image tokens
+    ``rest`` (per prompt) of :meth:`PointDecoder.decode_sparse_split`, or, when those were not
+    kept, by decoding the prompts again: for that it holds the image features (the
+    predictor's tensor, not a copy: 4 MB for SAM's models) and the prompts in the model's
+    input frame. ``rows`` are mask rows ``prompt * c + k``, ``c = 3`` for multimask output.
+    """
+
+    def __init__(
+        self,
+        model: Sam,
+        features: torch.Tensor,
+        tensors: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None],
+        multimask_output: bool,
+        rows: np.ndarray,
+        part: torch.Tensor | None = None,
+        rest: UpscaleRest | None = None,
+    ) -> None:
+        self.model, self.features, self.tensors = model, features, tensors
+        self.multimask_output = multimask_output
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.part, self.rest = part, rest
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, rows: np.ndarray) -> DeferredLowRes:
+        return DeferredLowRes(
+            self.model,
+            self.features,
+            self.tensors,
+            self.multimask_output,
+            self.rows[rows],
+            self.part,
+            self.rest,
+        )
+
+    @torch.inference_mode()
+    def compute(self) -> np.ndarray:
+        c = 3 if self.multimask_output else 1
+        if not len(self.rows):
+            return np.zeros((0, *self.model.prompt_encoder.mask_input_size), np.float32)
+        prompts, where = np.unique(self.rows // c, return_inverse=True)
+        sel = torch.as_tensor(prompts, device=self.features.device)
+        decoder = PointDecoder(self.model)
+        if self.rest is not None:
+            idx = torch.as_tensor(prompts[:, None] * c + np.arange(c)).flatten()
+            part = self.part[idx.to(self.part.device)].unflatten(0, (len(prompts), c))
+            low = decoder.complete(part, self.rest.take(sel))
+        else:
+            coords, labels, boxes = (None if t is None else t[sel] for t in self.tensors)
+            points = None if coords is None else (coords, labels)
+            sparse, _ = self.model.prompt_encoder(points, boxes, None)
+            decoder.set_features(self.features)
+            low, _ = decoder.decode_sparse(sparse, self.multimask_output, chunk=2)
+        return low[where, self.rows % c].float().cpu().numpy()
+
+
+def _rest_bytes(features: torch.Tensor, region: tuple[int, int]) -> int:
+    """Bytes of float32 image tokens per prompt outside ``region`` (0: the whole frame)."""
+    _, ch, gh, gw = features.shape
+    rh, rw = region
+    block = (gh - rh // 4) * gw if rh < 4 * gh else gh * (gw - rw // 4) if rw < 4 * gw else 0
+    return block * ch * 4
 
 
 def prompt_tensors(
@@ -60,22 +141,35 @@ def prompt_tensors(
     return coords, labels, boxes, mask_input
 
 
+def upsample_region(s: int, input_size: tuple[int, int], size: int) -> tuple[int, int]:
+    """``(rows, cols)`` of ``s x s`` low-res logits that :func:`upsample_logits` reads for an
+    image resized to ``input_size`` inside the ``size`` model input."""
+    if size % s:
+        raise ValueError(f"model input {size} is not a multiple of the low-res size {s}")
+    f = size // s
+    return min(s, math.ceil(input_size[0] / f) + 1), min(s, math.ceil(input_size[1] / f) + 1)
+
+
 def upsample_logits(
-    low_res: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int], size: int
+    low_res: torch.Tensor,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+    size: int,
+    frame: int | None = None,
 ) -> torch.Tensor:
     """``B x C x s x s`` low-res logits -> ``B x C x H x W`` logits at the original size.
+
+    ``frame``: the side ``s`` of the low-res frame when ``low_res`` holds only its
+    :func:`upsample_region` (default: ``low_res`` is the whole frame).
 
     Bit-identical to ``Sam.postprocess_masks`` (bilinear to the ``size`` model input, crop the
     padding, bilinear to the original size) but the first step only computes the rows and
     columns the crop keeps: with the integer factor ``size / s`` and a one-sample margin the
     bilinear weights and neighbours of every kept pixel are the same.
     """
-    s = low_res.shape[-1]
-    if size % s:
-        raise ValueError(f"model input {size} is not a multiple of the low-res size {s}")
+    s = low_res.shape[-1] if frame is None else frame
+    rows, cols = upsample_region(s, input_size, size)
     f = size // s
-    rows = min(s, math.ceil(input_size[0] / f) + 1)
-    cols = min(s, math.ceil(input_size[1] / f) + 1)
     x = F.interpolate(
         low_res[..., :rows, :cols], scale_factor=f, mode="bilinear", align_corners=False
     )
@@ -88,8 +182,13 @@ def decode_prompts(
     prompts: Prompts,
     multimask_output: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    defer_low_res: bool = False,
 ) -> Decoded:
-    """Masks for ``prompts`` (already checked by :func:`~samkit.prompts.fit_prompts`)."""
+    """Masks for ``prompts`` (already checked by :func:`~samkit.prompts.fit_prompts`).
+
+    ``defer_low_res``: return :class:`DeferredLowRes` instead of computed ``low_res_logits``
+    when the fast decoder decodes these prompts (see the module docstring).
+    """
     h, w = predictor.original_size
     c = 3 if multimask_output else 1
     n = prompts.n
@@ -105,31 +204,64 @@ def decode_prompts(
     tensors = prompt_tensors(predictor, prompts)
     model = predictor.model
     s = model.prompt_encoder.mask_input_size[0]
+    region = upsample_region(s, predictor.input_size, model.image_size)
+    per_prompt = _rest_bytes(predictor.features, region)
+    # deferring pays only when the image does not fill the square frame
+    defer = bool(
+        defer_low_res and per_prompt and tensors[3] is None and predictor.uses_fast_decoder()
+    )
+    keep_rest = defer and n * per_prompt <= REST_BYTES
+    parts, rests = [], []
     # Preallocated outputs; the full-size logits exist only UPSAMPLE_GROUP masks at a time
     # (a 1280 x 720 float mask is 3.7 MB: 64 at once would be 236 MB of fresh pages).
     masks = np.empty((n * c, h, w), dtype=bool)
     boxes = np.empty((n * c, 4), dtype=np.float32)
     scores = np.empty(n * c, dtype=np.float32)
-    low_res = np.empty((n * c, s, s), dtype=np.float32)
+    low_res = None if defer else np.empty((n * c, s, s), dtype=np.float32)
     row = 0
     for start in range(0, n, max(1, int(chunk_size))):
         part = [None if t is None else t[start : start + chunk_size] for t in tensors]
         with torch.inference_mode():
-            low, iou = predictor.decode(*part, multimask_output=multimask_output)
-            low = low.float().flatten(0, 1)  # (prompts x c) x s x s
+            if keep_rest:
+                low, iou, rest = predictor.decode_split(*part[:3], multimask_output, region)
+                parts.append(low.float().flatten(0, 1))
+                rests.append(rest)
+            else:
+                low, iou = predictor.decode(
+                    *part, multimask_output=multimask_output, region=region if defer else None
+                )
+            low = low.float().flatten(0, 1)  # (prompts x c) x s x s (or x region)
             k = low.shape[0]
             scores[row : row + k] = iou.flatten().float().cpu().numpy()
-            low_res[row : row + k] = low.cpu().numpy()
+            if low_res is not None:
+                low_res[row : row + k] = low.cpu().numpy()
             for g in range(0, k, UPSAMPLE_GROUP):
                 logits = upsample_logits(
                     low[g : g + UPSAMPLE_GROUP, None],
                     predictor.input_size,
                     (h, w),
                     model.image_size,
+                    s,
                 )[:, 0]
                 m = logits > model.mask_threshold
                 end = row + g + m.shape[0]
                 boxes[row + g : end] = masks_to_boxes_xyxy(m).cpu().numpy()
                 masks[row + g : end] = m.cpu().numpy()
         row += k
-    return Decoded(masks, scores, boxes, np.repeat(np.arange(n, dtype=np.int64), c), low_res)
+    prompt_index = np.repeat(np.arange(n, dtype=np.int64), c)
+    if defer:
+        rest = None
+        if keep_rest:
+            r0 = rests[0]
+            tokens = torch.cat([r.tokens for r in rests])
+            rest = UpscaleRest(tokens, torch.cat([r.hyper for r in rests]), r0.axis, r0.start)
+        low_res = DeferredLowRes(
+            model,
+            predictor.features,
+            tensors[:3],
+            multimask_output,
+            np.arange(n * c),
+            torch.cat(parts) if keep_rest else None,
+            rest,
+        )
+    return Decoded(masks, scores, boxes, prompt_index, low_res)

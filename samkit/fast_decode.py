@@ -24,6 +24,7 @@ runs the matrix products in bfloat16 (faster on CPUs with bf16 units, less exact
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from .models import Sam
 from .models.transformer import Attention
 
-__all__ = ["PointDecoder"]
+__all__ = ["PointDecoder", "UpscaleRest"]
 
 
 def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
@@ -145,10 +146,7 @@ class PointDecoder:
         """
         if self._features_missing():
             raise RuntimeError("PointDecoder.set_features must be called before decode")
-        gh, gw = self.grid
-        rh, rw = region if region is not None else (4 * gh, 4 * gw)
-        if not (0 < rh <= 4 * gh and 0 < rw <= 4 * gw):
-            raise ValueError(f"region must be within the {4 * gh} x {4 * gw} frame, got {region}")
+        rh, rw = self._region(region)
         coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
         m = len(self.token_indices)
         ious, keeps, logits = [torch.zeros((0, m))], [torch.zeros((0, m), dtype=torch.bool)], []
@@ -179,7 +177,11 @@ class PointDecoder:
 
     @torch.inference_mode()
     def decode_sparse(
-        self, sparse: torch.Tensor, multimask_output: bool, chunk: int | None = None
+        self,
+        sparse: torch.Tensor,
+        multimask_output: bool,
+        chunk: int | None = None,
+        region: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode any prompts without a mask input, as :class:`~samkit.models.MaskDecoder` does.
 
@@ -188,28 +190,80 @@ class PointDecoder:
                 box corners, padding), the same ``T`` for every prompt.
             multimask_output: three masks per prompt, else the single-mask token.
             chunk: prompts per pass (default :attr:`chunk`).
+            region: ``(rh, rw)``: only ``logits[..., :rh, :rw]`` are computed (as in
+                :meth:`decode`). Default: the whole ``4h x 4w`` frame.
         Returns:
-            ``(low-res logits B x M x 4h x 4w float32, iou B x M float32)`` on the features'
+            ``(low-res logits B x M x rh x rw float32, iou B x M float32)`` on the features'
             device, M = 3 or 1: the module decoder's values up to float rounding.
         """
+        region = self._region(region)
+        ious, logits = [], []
+        for keys, hyper, iou in self._sparse_chunks(sparse, multimask_output, chunk):
+            ious.append(iou)
+            logits.append(self.upscale(keys, hyper, region))
+        return torch.cat(logits), torch.cat(ious)
+
+    @torch.inference_mode()
+    def decode_sparse_split(
+        self,
+        sparse: torch.Tensor,
+        multimask_output: bool,
+        region: tuple[int, int],
+        chunk: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, UpscaleRest | None]:
+        """:meth:`decode_sparse` for ``region``, plus what :meth:`complete` needs for the rest
+        of the frame (None when the region is the whole frame). The region must span the
+        frame's full width or height (an image resized into SAM's square input does)."""
+        gh, gw = self.grid
+        rh, rw = self._region(region)
+        if rh < 4 * gh and rw < 4 * gw:
+            raise ValueError(
+                f"region {region} must span the {4 * gh} x {4 * gw} frame's width or height"
+            )
+        axis = 0 if rh < 4 * gh else 1
+        start = (rh if axis == 0 else rw) // 4
+        ious, logits, tokens, hypers = [], [], [], []
+        for keys, hyper, iou in self._sparse_chunks(sparse, multimask_output, chunk):
+            ious.append(iou)
+            logits.append(self.upscale(keys, hyper, (rh, rw)))
+            if (rh, rw) != (4 * gh, 4 * gw):
+                grid = keys.view(keys.shape[0], gh, gw, -1)
+                tokens.append((grid[:, start:] if axis == 0 else grid[:, :, start:]).clone())
+                hypers.append(hyper)
+        rest = UpscaleRest(torch.cat(tokens), torch.cat(hypers), axis, start) if tokens else None
+        return torch.cat(logits), torch.cat(ious), rest
+
+    def _sparse_chunks(self, sparse: torch.Tensor, multimask_output: bool, chunk: int | None):
+        """Per ``chunk`` prompts: ``(image tokens R x N x C, hypernetwork outputs R x M x C/8,
+        iou R x M)``, everything before the output upscaling."""
         if self._features_missing():
             raise RuntimeError("PointDecoder.set_features must be called before decode_sparse")
         dec = self.dec
         indices = dec.mask_token_indices(multimask_output)
         sel = [0] + [1 + t for t in indices]  # the IoU token, then the requested mask tokens
         step = max(1, int(chunk or self.chunk))
-        ious, logits = [], []
         for s in range(0, sparse.shape[0], step):
             q, pe, keys = self._layers(self._with_output_tokens(sparse[s : s + step]))
             out = self._final(
                 dec.transformer.final_attn_token_to_image, q[:, sel], pe[:, sel], keys
             )
-            ious.append(dec.iou_prediction_head(out[:, 0])[:, indices].float())
-            logits.append(self.upscale(keys, self._hypernet(out[:, 1:], indices)))
-        return torch.cat(logits), torch.cat(ious)
+            iou = dec.iou_prediction_head(out[:, 0])[:, indices].float()
+            yield keys, self._hypernet(out[:, 1:], indices), iou
 
     def _features_missing(self) -> bool:
         return not hasattr(self, "keys0")
+
+    def _region(self, region: tuple[int, int] | None) -> tuple[int, int]:
+        """``(rh, rw)`` of the low-res logits to compute, checked (default: the whole frame)."""
+        if self._features_missing():
+            raise RuntimeError("PointDecoder.set_features must be called before decoding")
+        gh, gw = self.grid
+        if region is None:
+            return 4 * gh, 4 * gw
+        rh, rw = int(region[0]), int(region[1])
+        if not (0 < rh <= 4 * gh and 0 < rw <= 4 * gw):
+            raise ValueError(f"region must be within the {4 * gh} x {4 * gw} frame, got {region}")
+        return rh, rw
 
     # -- the two-way transformer -----------------------------------------------------------
     def _layers(self, tokens: torch.Tensor):
@@ -319,29 +373,66 @@ class PointDecoder:
         self, keys: torch.Tensor, hyper: torch.Tensor, region: tuple[int, int] | None = None
     ) -> torch.Tensor:
         """Mask logits ``R x M x h x w`` (float32) from image tokens ``R x N x C`` and
-        hypernetwork outputs ``R x M x C/8``; ``region = (h, w)`` (default ``4 x`` the grid).
+        hypernetwork outputs ``R x M x C/8``; ``region = (h, w)`` (default ``4 x`` the grid):
+        only the image tokens under ``region`` are upscaled."""
+        r, _, c = keys.shape
+        rh, rw = self._region(region)
+        grid = keys.view(r, *self.grid, c)
+        if (rh, rw) != (4 * grid.shape[1], 4 * grid.shape[2]):
+            grid = grid[:, : -(-rh // 4), : -(-rw // 4)]
+        return self.upscale_grid(grid, hyper)[:, :, :rh, :rw]
+
+    @torch.inference_mode()
+    def upscale_grid(self, grid: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+        """Mask logits ``R x M x 4gh x 4gw`` (float32) of a block ``R x gh x gw x C`` of image
+        tokens and hypernetwork outputs ``R x M x C/8``.
 
         The two 2x2 stride-2 transposed convolutions are per-pixel matrix products, computed
-        channels-last so that LayerNorm2d is a plain layer norm over the last dimension; only
-        the image tokens under ``region`` are upscaled.
+        channels-last so that LayerNorm2d is a plain layer norm over the last dimension: every
+        token's 4 x 4 output pixels depend on that token alone.
         """
         conv1, ln, _, conv2, _ = self.dec.output_upscaling
-        r, _, c = keys.shape
-        gh, gw = self.grid
-        rh, rw = region if region is not None else (4 * gh, 4 * gw)
-        if (rh, rw) != (4 * gh, 4 * gw):
-            gh, gw = -(-rh // 4), -(-rw // 4)
-            keys = keys.view(r, *self.grid, c)[:, :gh, :gw]
+        r, gh, gw, c = grid.shape
         n = gh * gw
         c1 = conv1.out_channels
         c2 = conv2.out_channels
         w1 = conv1.weight.permute(0, 2, 3, 1).reshape(c, 4 * c1)  # (a, b, o) per input chan
         w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
-        y = torch.addmm(conv1.bias.repeat(4), keys.reshape(r * n, c), w1).view(r * n * 4, c1)
+        y = torch.addmm(conv1.bias.repeat(4), grid.reshape(r * n, c), w1).view(r * n * 4, c1)
         y = F.gelu(F.layer_norm(y, (c1,), ln.weight, ln.bias, ln.eps))
         z = F.gelu(torch.addmm(conv2.bias.repeat(4), y, w2))  # (R N 4 4) x C2
         m = hyper.shape[1]
         logits = torch.bmm(z.view(r, n * 16, c2), hyper.transpose(1, 2))  # R x N*16 x M
         # (i, j, a, b, a2, b2) -> rows 4i + 2a + a2, cols 4j + 2b + b2
         logits = logits.view(r, gh, gw, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
-        return logits.reshape(r, m, 4 * gh, 4 * gw)[:, :, :rh, :rw].float()
+        return logits.reshape(r, m, 4 * gh, 4 * gw).float()
+
+    @torch.inference_mode()
+    def complete(self, part: torch.Tensor, rest: UpscaleRest) -> torch.Tensor:
+        """Whole-frame logits ``R x M x 4h x 4w`` from the ``region`` logits of
+        :meth:`decode_sparse_split` and its :class:`UpscaleRest` (the same rows of both).
+        Needs the decoder's weights only, not :meth:`set_features`."""
+        r, m, rh, rw = part.shape
+        block = self.upscale_grid(rest.tokens, rest.hyper)  # R x M x bh' x bw'
+        off = 4 * rest.start
+        if rest.axis == 0:
+            return torch.cat([part, block[..., rh - off :, :]], dim=2)
+        return torch.cat([part, block[..., :, rw - off :]], dim=3)
+
+
+@dataclass
+class UpscaleRest:
+    """What the low-res logits outside a region need (:meth:`PointDecoder.decode_sparse_split`):
+    the image tokens of the grid rows (``axis`` 0) or columns (1) from ``start`` on, ``R x bh x
+    bw x C``, and the hypernetwork outputs ``R x M x C/8``."""
+
+    tokens: torch.Tensor
+    hyper: torch.Tensor
+    axis: int
+    start: int
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def take(self, prompts: torch.Tensor) -> UpscaleRest:
+        return UpscaleRest(self.tokens[prompts], self.hyper[prompts], self.axis, self.start)

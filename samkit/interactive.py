@@ -39,6 +39,11 @@ class Predictor(ResultsPredictMixin):
         precision: "fp32", "bf16" or "auto" (bf16 on CPUs with native bf16, else fp32).
         image_format: channel order of NumPy images ("BGR" default, or "RGB").
         cache: an :class:`EmbeddingCache` to share (a SAM model passes its own).
+        chunk_size: prompts per decoder pass.
+        defer_low_res: with the fast decoder, ``Results.low_res_logits`` are computed when
+            first read (by decoding the prompts again), so the output upscaling covers only
+            the image, not its padding (-3 ms per box at 1280 x 720). Such Results keep a
+            reference to the image features (4 MB for SAM's models) until they are read.
     """
 
     no_prompt_hint = " (for segment-everything mode call the model on the image without prompts)"
@@ -52,6 +57,7 @@ class Predictor(ResultsPredictMixin):
         image_format: str = "BGR",
         cache: EmbeddingCache | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        defer_low_res: bool = True,
     ) -> None:
         sam = model if isinstance(model, Sam) else model.model
         if cache is None:
@@ -69,6 +75,7 @@ class Predictor(ResultsPredictMixin):
         self.image_format = image_format
         self.cache = cache
         self.chunk_size = chunk_size
+        self.defer_low_res = defer_low_res
         self.reset_image()
 
     # -- image --------------------------------------------------------------------------------
@@ -131,7 +138,9 @@ class Predictor(ResultsPredictMixin):
         """Decode prompts already checked against the current image by ``fit_prompts``."""
         t0 = time.perf_counter()
         with autocast(self.model.device, self.dtype):
-            out = decode_prompts(self.sam_predictor, fitted, multimask_output, self.chunk_size)
+            out = decode_prompts(
+                self.sam_predictor, fitted, multimask_output, self.chunk_size, self.defer_low_res
+            )
         return self._results(
             fitted,
             (time.perf_counter() - t0) * 1e3,

@@ -167,6 +167,7 @@ class SAM:
             precision=precision or self.precision,
             image_format=options.pop("image_format", "BGR"),
             chunk_size=options.pop("chunk_size", 64),
+            defer_low_res=False,  # these Results outlive their image's features
         )
 
         def make(errors):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .errors import ImageError, PromptError
-from .fast_decode import PointDecoder
+from .fast_decode import PointDecoder, UpscaleRest
 from .models import Sam
 from .models.mask_decoder import MaskDecoder
 from .precision import encode, resolve_precision
@@ -213,8 +213,43 @@ class SamPredictor(MetaPredictMixin):
         boxes: torch.Tensor | None = None,
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = True,
+        region: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Low-res logits ``B x C x 256 x 256`` and IoU ``B x C``, without upsampling."""
+        """Low-res logits ``B x C x 256 x 256`` and IoU ``B x C``, without upsampling.
+
+        ``region = (h, w)`` returns only ``logits[..., :h, :w]``; the fast decoder then computes
+        only those (the output upscaling is per pixel), the module decoder crops its output.
+        """
+        sparse, dense = self._encode_prompts(point_coords, point_labels, boxes, mask_input)
+        if mask_input is None and self.uses_fast_decoder():
+            decoder = self._shared_decoder()
+            return decoder.decode_sparse(sparse, multimask_output, chunk=2, region=region)
+        model = self.model
+        low_res, iou = model.mask_decoder(
+            self.features, model.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output
+        )
+        if region is not None:
+            low_res = low_res[..., : region[0], : region[1]]
+        return low_res, iou
+
+    @torch.inference_mode()
+    def decode_split(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        multimask_output: bool,
+        region: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor, UpscaleRest | None]:
+        """Fast decoder only (:meth:`uses_fast_decoder`): the logits of ``region``, the IoU, and
+        what :meth:`PointDecoder.complete` needs for the rest of the low-res frame."""
+        if not self.uses_fast_decoder():
+            raise RuntimeError("decode_split needs the fast decoder (see uses_fast_decoder)")
+        sparse, _ = self._encode_prompts(point_coords, point_labels, boxes, None)
+        return self._shared_decoder().decode_sparse_split(sparse, multimask_output, region, chunk=2)
+
+    def _encode_prompts(self, point_coords, point_labels, boxes, mask_input):
+        """Sparse and dense prompt embeddings of input-frame prompt tensors."""
         self._require_image()
         points = None
         if point_coords is not None:
@@ -225,15 +260,12 @@ class SamPredictor(MetaPredictMixin):
             boxes = boxes.to(self.device)
         if mask_input is not None:
             mask_input = mask_input.to(self.device)
-        model = self.model
-        sparse, dense = model.prompt_encoder(points, boxes, mask_input)
-        if mask_input is None and self._use_point_decoder():
-            return self._shared_decoder().decode_sparse(sparse, multimask_output, chunk=2)
-        return model.mask_decoder(
-            self.features, model.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output
-        )
+        return self.model.prompt_encoder(points, boxes, mask_input)
 
-    def _use_point_decoder(self) -> bool:
+    def uses_fast_decoder(self) -> bool:
+        """Whether prompts without a mask input, decoded now, go through the fast decoder (the
+        option is on, the module decoder is SAM's own, fp32 features, no autocast active)."""
+        self._require_image()
         dev = self.features.device.type
         return (
             self.fast_decoder
@@ -243,7 +275,7 @@ class SamPredictor(MetaPredictMixin):
             and not torch.is_autocast_enabled(dev)
         )
 
-    def _shared_decoder(self):
+    def _shared_decoder(self) -> PointDecoder:
         """The :class:`~samkit.fast_decode.PointDecoder` holding this image's shared work."""
         cached = getattr(self, "_point_decoder", None)
         if cached is None or cached[0] is not self.features:

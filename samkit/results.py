@@ -7,6 +7,7 @@ mask column, like Meta's ``batched_mask_to_box``). Polygons: ``(K, 2)`` float32 
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import re
@@ -66,9 +67,43 @@ def _encode_image(image_bgr: np.ndarray, suffix: str) -> bytes:
     return buf.tobytes()
 
 
+def _get_low_res(self: Results) -> np.ndarray | None:
+    value = self.__dict__["_low_res"]
+    if isinstance(value, DeferredRows):
+        computed = np.asarray(value.compute(), dtype=np.float32)
+        if len(computed) != len(value):
+            raise RuntimeError(
+                f"deferred low_res_logits gave {len(computed)} rows, not {len(value)}"
+            )
+        value = self.__dict__["_low_res"] = computed
+    return value
+
+
+def _set_low_res(self: Results, value: Any) -> None:
+    if value is not None and not isinstance(value, DeferredRows):
+        value = np.asarray(value, dtype=np.float32)
+    self.__dict__["_low_res"] = value
+
+
 def _safe_stem(name: str) -> str:
     stem = Path(str(name)).stem or "image"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).lstrip(".") or "image"
+
+
+class DeferredRows(abc.ABC):
+    """Per-mask rows that are computed when first read (``Results.low_res_logits`` of the fast
+    prompted path: most callers never read them, and computing them costs ~40 % of a box)."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def take(self, rows: np.ndarray) -> DeferredRows:
+        """The selected rows (indices into this object), still deferred."""
+
+    @abc.abstractmethod
+    def compute(self) -> np.ndarray:
+        """The rows as a float32 array ``len(self) x ...``."""
 
 
 @dataclass(eq=False)
@@ -81,7 +116,9 @@ class Results:
         masks: ``N x H x W`` bool. scores: ``N`` float32 predicted IoU.
         boxes: ``N x 4`` float32 XYXY of the masks (computed when not given).
         prompt_index: ``N`` int64, the prompt each mask answers (``arange(N)`` by default).
-        low_res_logits: ``N x 256 x 256`` float32 logits (feed back as ``masks=`` prompts).
+        low_res_logits: ``N x 256 x 256`` float32 logits (feed back as ``masks=`` prompts); the
+            fast prompted path computes them when first read (may be given as
+            :class:`DeferredRows`).
         stability_scores: ``N`` float32 (segment-everything mode) or None.
         prompt_points ``P x K x 2``, prompt_labels ``P x K``, prompt_boxes ``P x 4`` XYXY: the
         prompts in image pixels (drawn by :meth:`plot`). speed: milliseconds per stage.
@@ -125,10 +162,9 @@ class Results:
         self.prompt_index = self._vec(self.prompt_index, n, np.int64, "prompt_index")
         if self.stability_scores is not None:
             self.stability_scores = self._vec(self.stability_scores, n, np.float32, "stability")
-        if self.low_res_logits is not None:
-            self.low_res_logits = np.asarray(self.low_res_logits, dtype=np.float32)
-            if self.low_res_logits.shape[:1] != (n,):
-                raise ValueError(f"low_res_logits must have {n} rows")
+        low_res = self.__dict__["_low_res"]
+        if low_res is not None and len(low_res) != n:
+            raise ValueError(f"low_res_logits must have {n} rows, got {len(low_res)}")
 
     @staticmethod
     def _vec(value, n: int, dtype, name: str) -> np.ndarray:
@@ -155,16 +191,12 @@ class Results:
         """A Results with the selected masks (int, slice, index array or bool array)."""
         idx = np.arange(len(self))[index]
         idx = np.atleast_1d(idx)
-        per_mask = (
-            "masks",
-            "scores",
-            "boxes",
-            "prompt_index",
-            "low_res_logits",
-            "stability_scores",
-        )
+        per_mask = ("masks", "scores", "boxes", "prompt_index", "stability_scores")
         kw = {f: (None if getattr(self, f) is None else getattr(self, f)[idx]) for f in per_mask}
-        return replace(self, **kw, speed=dict(self.speed))
+        low_res = self.__dict__["_low_res"]  # sliced as is: deferred rows stay deferred
+        if low_res is not None:
+            low_res = low_res.take(idx) if isinstance(low_res, DeferredRows) else low_res[idx]
+        return replace(self, **kw, low_res_logits=low_res, speed=dict(self.speed))
 
     def best(self) -> Results:
         """One mask per prompt: the highest-scoring one (for ``multimask_output=True`` calls)."""
@@ -274,3 +306,8 @@ class Results:
             _atomic_write(dest, _encode_image(m.astype(np.uint8) * 255, ".png"))
             paths.append(dest)
         return paths
+
+
+# A property over the dataclass field: the generated __init__ assigns through the setter, and
+# the getter computes deferred rows on first read.
+Results.low_res_logits = property(_get_low_res, _set_low_res, doc="N x 256 x 256 float32 logits.")

@@ -138,6 +138,30 @@ def test_decode_sparse_equals_module_decoder(kind, multimask, shapes_decoder_sam
     assert fast_low.shape == low.shape == (b, 3 if multimask else 1, 256, 256)
     assert (fast_iou - iou).abs().max() <= 1e-5
     assert (fast_low - low).abs().max() <= 1e-5 * low.abs().max()
+    # a region: the top-left part of the frame, only those logits computed (the upscaling is
+    # per pixel, so they are the same), rows and columns not multiples of 4 included
+    for region in [(145, 256), (256, 97), (3, 5)]:
+        part, part_iou = decoder.decode_sparse(sparse, multimask, chunk=4, region=region)
+        assert part.shape == (b, 3 if multimask else 1, *region)
+        assert torch.equal(part_iou, fast_iou)
+        assert (
+            part - fast_low[..., : region[0], : region[1]]
+        ).abs().max() <= 1e-6 * low.abs().max()
+    with pytest.raises(ValueError, match="region must be within"):
+        decoder.decode_sparse(sparse, multimask, region=(257, 10))
+    # split: the region, plus the image tokens that complete() turns into the rest of the frame
+    for region in [(145, 256), (256, 97), (256, 256)]:
+        part, part_iou, rest = decoder.decode_sparse_split(sparse, multimask, region, chunk=4)
+        assert torch.equal(part_iou, fast_iou)
+        if region == (256, 256):
+            assert rest is None
+            continue
+        assert len(rest) == b and rest.axis == (0 if region[0] < 256 else 1)
+        sel = torch.tensor([b - 1, 0, 4])
+        full = PointDecoder(sam).complete(part[sel], rest.take(sel))  # no set_features needed
+        assert (full - fast_low[sel]).abs().max() <= 1e-6 * low.abs().max()
+    with pytest.raises(ValueError, match="width or height"):
+        decoder.decode_sparse_split(sparse, multimask, (100, 100))
 
 
 def test_sam_predictor_routes_prompts_without_masks_through_the_point_decoder(tiny_sam):

@@ -56,6 +56,42 @@ def _check_same(result, rows, low: SamPredictor, multimask=False, **prompt):
     assert differ.mean() < 1e-3
 
 
+@pytest.mark.parametrize("keep_tokens", [True, False])
+@pytest.mark.parametrize("multimask", [False, True])
+def test_low_res_logits_are_computed_when_first_read(model, multimask, keep_tokens, monkeypatch):
+    """The fast path upscales only the image part of the low-res frame (240 x 320: 3/4 of it);
+    low_res_logits are completed on first read, from the kept image tokens of the padding
+    part or (calls over REST_BYTES) by decoding the prompts again: the eager values."""
+    from samkit import decoding
+    from samkit.results import DeferredRows
+
+    if not keep_tokens:
+        monkeypatch.setattr(decoding, "REST_BYTES", 0)
+    eager = Predictor(model, defer_low_res=False)
+    lazy = model.predictor()
+    for p in (eager, lazy):
+        p.set_image(BGR)
+    kw = dict(bboxes=BOXES, points=POINTS, labels=LABELS, multimask_output=multimask)
+    a, b = eager(**kw), lazy(**kw)
+    assert isinstance(b.__dict__["_low_res"], DeferredRows)
+    assert (b.__dict__["_low_res"].rest is not None) == keep_tokens
+    assert isinstance(a.__dict__["_low_res"], np.ndarray)
+    np.testing.assert_array_equal(a.masks, b.masks)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    sub = b[np.array([len(b) - 1, 0])]  # slicing keeps the rows deferred
+    assert isinstance(sub.__dict__["_low_res"], DeferredRows)
+    tol = 1e-5 * np.abs(a.low_res_logits).max()
+    np.testing.assert_allclose(sub.low_res_logits, a.low_res_logits[[len(a) - 1, 0]], atol=tol)
+    np.testing.assert_allclose(b.low_res_logits, a.low_res_logits, atol=tol)
+    assert b.low_res_logits is b.low_res_logits  # computed once
+    # feeding them back works as with eager logits
+    again, ref = lazy(masks=b.best().low_res_logits), eager(masks=a.best().low_res_logits)
+    assert (again.masks != ref.masks).mean() < 1e-4
+    # the model call over a source keeps them eager (its Results outlive the image)
+    r = model(BGR, bboxes=BOXES)[0]
+    assert isinstance(r.__dict__["_low_res"], np.ndarray)
+
+
 def test_boxes_match_low_level(predictor, low):
     r = predictor(bboxes=BOXES)
     assert len(r) == 3 and r.prompt_index.tolist() == [0, 1, 2]
