@@ -91,6 +91,11 @@ class DeferredLowRes(DeferredRows):
 
     @torch.inference_mode()
     def compute(self) -> np.ndarray:
+        # fp32 as in the call, whatever autocast context the reader is in
+        with torch.autocast(self.features.device.type, enabled=False):
+            return self._compute()
+
+    def _compute(self) -> np.ndarray:
         c = 3 if self.multimask_output else 1
         if not len(self.rows):
             return np.zeros((0, *self.model.prompt_encoder.mask_input_size), np.float32)
