@@ -11,6 +11,7 @@ the frame for a 16:9 image); the whole-frame ``low_res_logits`` are computed whe
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .fast_decode import PointDecoder, UpscaleRest
+from .fast_decode import PointDecoder, UpscaleRest, rest_block
 from .models import Sam
 from .ops.boxes import masks_to_boxes_xyxy
 from .predictor import SamPredictor
@@ -55,57 +56,56 @@ class DeferredLowRes(DeferredRows):
 
     Either from the region logits ``part`` (``n x c`` mask rows) and the kept image tokens
     ``rest`` (per prompt) of :meth:`PointDecoder.decode_sparse_split`, or, when those were not
-    kept, by decoding the prompts again: for that it holds the image features (the
-    predictor's tensor, not a copy: 4 MB for SAM's models) and the prompts in the model's
-    input frame. ``rows`` are mask rows ``prompt * c + k``, ``c = 3`` for multimask output.
+    kept, by decoding the prompts again from ``features`` (the predictor's tensor, not a copy:
+    4 MB for SAM's models) and ``tensors`` (the prompts in the model's input frame). ``rows``
+    are mask rows ``prompt * c + k``, ``c = 3`` for multimask output.
     """
 
     def __init__(
         self,
         model: Sam,
-        features: torch.Tensor,
-        tensors: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None],
         multimask_output: bool,
         rows: np.ndarray,
+        *,
         part: torch.Tensor | None = None,
         rest: UpscaleRest | None = None,
+        features: torch.Tensor | None = None,
+        tensors: tuple[torch.Tensor | None, ...] | None = None,
     ) -> None:
-        self.model, self.features, self.tensors = model, features, tensors
-        self.multimask_output = multimask_output
+        if (rest is None) == (features is None):
+            raise ValueError("give either part and rest, or features and tensors")
+        self.model, self.multimask_output = model, multimask_output
         self.rows = np.asarray(rows, dtype=np.int64)
         self.part, self.rest = part, rest
+        self.features, self.tensors = features, tensors
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def take(self, rows: np.ndarray) -> DeferredLowRes:
-        return DeferredLowRes(
-            self.model,
-            self.features,
-            self.tensors,
-            self.multimask_output,
-            self.rows[rows],
-            self.part,
-            self.rest,
-        )
+        new = copy.copy(self)
+        new.rows = self.rows[rows]
+        return new
 
     @torch.inference_mode()
     def compute(self) -> np.ndarray:
         # fp32 as in the call, whatever autocast context the reader is in
-        with torch.autocast(self.features.device.type, enabled=False):
-            return self._compute()
+        device = (self.part if self.rest is not None else self.features).device
+        with torch.autocast(device.type, enabled=False):
+            return self._compute(device)
 
-    def _compute(self) -> np.ndarray:
+    def _compute(self, device: torch.device) -> np.ndarray:
         c = 3 if self.multimask_output else 1
         if not len(self.rows):
             return np.zeros((0, *self.model.prompt_encoder.mask_input_size), np.float32)
         prompts, where = np.unique(self.rows // c, return_inverse=True)
-        sel = torch.as_tensor(prompts, device=self.features.device)
+        sel = torch.as_tensor(prompts, device=device)
         decoder = PointDecoder(self.model)
         if self.rest is not None:
-            idx = torch.as_tensor(prompts[:, None] * c + np.arange(c)).flatten()
-            part = self.part[idx.to(self.part.device)].unflatten(0, (len(prompts), c))
-            low = decoder.complete(part, self.rest.take(sel))
+            idx = torch.as_tensor(prompts[:, None] * c + np.arange(c), device=device).flatten()
+            low = decoder.complete(
+                self.part[idx].unflatten(0, (len(prompts), c)), self.rest.take(sel)
+            )
         else:
             coords, labels, boxes = (None if t is None else t[sel] for t in self.tensors)
             points = None if coords is None else (coords, labels)
@@ -118,9 +118,12 @@ class DeferredLowRes(DeferredRows):
 def _rest_bytes(features: torch.Tensor, region: tuple[int, int]) -> int:
     """Bytes of float32 image tokens per prompt outside ``region`` (0: the whole frame)."""
     _, ch, gh, gw = features.shape
-    rh, rw = region
-    block = (gh - rh // 4) * gw if rh < 4 * gh else gh * (gw - rw // 4) if rw < 4 * gw else 0
-    return block * ch * 4
+    split = rest_block((gh, gw), region)
+    if split is None:
+        return 0
+    axis, start = split
+    tokens = (gh - start) * gw if axis == 0 else gh * (gw - start)
+    return tokens * ch * 4
 
 
 def prompt_tensors(
@@ -229,13 +232,14 @@ def decode_prompts(
         with torch.inference_mode():
             if keep_rest:
                 low, iou, rest = predictor.decode_split(*part[:3], multimask_output, region)
-                parts.append(low.float().flatten(0, 1))
                 rests.append(rest)
             else:
                 low, iou = predictor.decode(
                     *part, multimask_output=multimask_output, region=region if defer else None
                 )
             low = low.float().flatten(0, 1)  # (prompts x c) x s x s (or x region)
+            if keep_rest:
+                parts.append(low)
             k = low.shape[0]
             scores[row : row + k] = iou.flatten().float().cpu().numpy()
             if low_res is not None:
@@ -254,19 +258,20 @@ def decode_prompts(
                 masks[row + g : end] = m.cpu().numpy()
         row += k
     prompt_index = np.repeat(np.arange(n, dtype=np.int64), c)
-    if defer:
-        rest = None
-        if keep_rest:
-            r0 = rests[0]
-            tokens = torch.cat([r.tokens for r in rests])
-            rest = UpscaleRest(tokens, torch.cat([r.hyper for r in rests]), r0.axis, r0.start)
+    if keep_rest:
         low_res = DeferredLowRes(
             model,
-            predictor.features,
-            tensors[:3],
             multimask_output,
             np.arange(n * c),
-            torch.cat(parts) if keep_rest else None,
-            rest,
+            part=torch.cat(parts),
+            rest=UpscaleRest.cat(rests),
+        )
+    elif defer:
+        low_res = DeferredLowRes(
+            model,
+            multimask_output,
+            np.arange(n * c),
+            features=predictor.features,
+            tensors=tensors[:3],
         )
     return Decoded(masks, scores, boxes, prompt_index, low_res)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from .models import Sam
 from .models.transformer import Attention
 
-__all__ = ["PointDecoder", "UpscaleRest"]
+__all__ = ["PointDecoder", "UpscaleRest", "rest_block"]
 
 
 def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
@@ -214,30 +214,22 @@ class PointDecoder:
         """:meth:`decode_sparse` for ``region``, plus what :meth:`complete` needs for the rest
         of the frame (None when the region is the whole frame). The region must span the
         frame's full width or height (an image resized into SAM's square input does)."""
-        gh, gw = self.grid
         rh, rw = self._region(region)
-        if rh < 4 * gh and rw < 4 * gw:
-            raise ValueError(
-                f"region {region} must span the {4 * gh} x {4 * gw} frame's width or height"
-            )
-        axis = 0 if rh < 4 * gh else 1
-        start = (rh if axis == 0 else rw) // 4
-        ious, logits, tokens, hypers = [], [], [], []
+        split = rest_block(self.grid, (rh, rw))
+        ious, logits, rests = [], [], []
         for keys, hyper, iou in self._sparse_chunks(sparse, multimask_output, chunk):
             ious.append(iou)
             logits.append(self.upscale(keys, hyper, (rh, rw)))
-            if (rh, rw) != (4 * gh, 4 * gw):
-                grid = keys.view(keys.shape[0], gh, gw, -1)
-                tokens.append((grid[:, start:] if axis == 0 else grid[:, :, start:]).clone())
-                hypers.append(hyper)
-        rest = UpscaleRest(torch.cat(tokens), torch.cat(hypers), axis, start) if tokens else None
-        return torch.cat(logits), torch.cat(ious), rest
+            if split is not None:
+                axis, start = split
+                grid = keys.view(keys.shape[0], *self.grid, -1)
+                tokens = grid[:, start:] if axis == 0 else grid[:, :, start:]
+                rests.append(UpscaleRest(tokens.clone(), hyper, axis, start))
+        return torch.cat(logits), torch.cat(ious), UpscaleRest.cat(rests) if rests else None
 
     def _sparse_chunks(self, sparse: torch.Tensor, multimask_output: bool, chunk: int | None):
         """Per ``chunk`` prompts: ``(image tokens R x N x C, hypernetwork outputs R x M x C/8,
-        iou R x M)``, everything before the output upscaling."""
-        if self._features_missing():
-            raise RuntimeError("PointDecoder.set_features must be called before decode_sparse")
+        iou R x M)``, everything before the output upscaling (callers check the features)."""
         dec = self.dec
         indices = dec.mask_token_indices(multimask_output)
         sel = [0] + [1 + t for t in indices]  # the IoU token, then the requested mask tokens
@@ -436,3 +428,26 @@ class UpscaleRest:
 
     def take(self, prompts: torch.Tensor) -> UpscaleRest:
         return UpscaleRest(self.tokens[prompts], self.hyper[prompts], self.axis, self.start)
+
+    @staticmethod
+    def cat(parts: list[UpscaleRest]) -> UpscaleRest:
+        """The prompts of several parts (of one image and region) in order."""
+        tokens = torch.cat([p.tokens for p in parts])
+        return UpscaleRest(
+            tokens, torch.cat([p.hyper for p in parts]), parts[0].axis, parts[0].start
+        )
+
+
+def rest_block(grid: tuple[int, int], region: tuple[int, int]) -> tuple[int, int] | None:
+    """``(axis, start)`` of the image-token block outside ``region`` of the ``4h x 4w`` frame of
+    a ``grid = (h, w)``: token rows (axis 0) or columns (1) from ``start`` on; None when the
+    region is the whole frame. The region must span the frame's full width or height (an
+    image resized into SAM's square input does)."""
+    (gh, gw), (rh, rw) = grid, region
+    if (rh, rw) == (4 * gh, 4 * gw):
+        return None
+    if rh < 4 * gh and rw < 4 * gw:
+        raise ValueError(
+            f"region {region} must span the {4 * gh} x {4 * gw} frame's width or height"
+        )
+    return (0, rh // 4) if rh < 4 * gh else (1, rw // 4)

@@ -40,10 +40,11 @@ class Predictor(ResultsPredictMixin):
         image_format: channel order of NumPy images ("BGR" default, or "RGB").
         cache: an :class:`EmbeddingCache` to share (a SAM model passes its own).
         chunk_size: prompts per decoder pass.
-        defer_low_res: with the fast decoder, ``Results.low_res_logits`` are computed when
-            first read (by decoding the prompts again), so the output upscaling covers only
-            the image, not its padding (-3 ms per box at 1280 x 720). Such Results keep a
-            reference to the image features (4 MB for SAM's models) until they are read.
+        defer_low_res: with the fast decoder, the output upscaling covers only the image,
+            not its padding (-3 ms per box at 1280 x 720), and ``Results.low_res_logits`` are
+            completed when first read: from the padding's image tokens that the call kept (up
+            to ``decoding.REST_BYTES`` per call), else by decoding the prompts again, for which
+            the Results keep a reference to the image features (4 MB for SAM's models).
     """
 
     no_prompt_hint = " (for segment-everything mode call the model on the image without prompts)"
