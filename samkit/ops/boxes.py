@@ -145,8 +145,7 @@ def masks_to_boxes_xyxy(masks: torch.Tensor) -> torch.Tensor:
     lead = masks.shape[:-2]
     if h == 0 or w == 0:
         return torch.zeros((*lead, 4), dtype=torch.int64, device=masks.device)
-    # max over a uint8 view: ~20x faster than bool any() on the CPU (0.07 vs 1.4 ms for
-    # 4 x 720 x 1280)
+    # max over a uint8 view: much faster than bool any() on the CPU
     flags = masks.view(torch.uint8)
     cols = flags.amax(dim=-2) > 0  # (..., W)
     rows = flags.amax(dim=-1) > 0  # (..., H)
