@@ -9,9 +9,13 @@ segment-everything and batches of boxes waste no work:
   projections of the first two-way block (its keys are the same for every prompt).
 * Attention against the per-prompt image tokens is re-associated so that the 4096 x 256
   image tokens meet a ``(heads * tokens) x 256`` matrix instead of being projected to 128
-  channels first: ``softmax(q Wk (x + pe)^T) x Wv^T`` and ``(x + pe) Wq^T k``. The bias of
-  the key projection cancels in the softmax. The last token-to-image attention only runs
-  for the tokens that are read (the IoU token and the requested mask tokens).
+  channels first: ``softmax(q Wk x^T + q (Wk pe^T)) x Wv^T`` and ``x Wq^T k + (pe Wq^T) k``.
+  The image pe's projections ``Wk pe^T`` / ``Wq pe^T`` are cached per image (``H x d x N``),
+  so ``x + pe`` is never formed and the pe part of the scores is a d-deep product; the
+  token-to-image attentions are one fused attention call each (the image tokens are both
+  keys and values). The bias of the key projection cancels in the softmax. The last
+  token-to-image attention only runs for the tokens that are read (the IoU token and the
+  requested mask tokens).
 * IoU predictions come before the expensive output upscaling, which then runs only for
   prompts with at least one mask that passes the IoU threshold, and the hypernetwork
   product only for those masks.
@@ -92,7 +96,21 @@ class PointDecoder:
         q0 = i2t.q_proj(kp0).view(-1, hi, i2t.internal_dim // hi)  # N x H x d
         self.q0t = q0.permute(1, 2, 0).contiguous()  # H x d x N
         self.base0 = (self.keys0 + i2t.out_proj.bias).contiguous()  # residual + out bias
+        # The image pe seen through the key projections of the later token->image attentions
+        # and the query projections of the later image->token attentions, per head: the pe
+        # part of those scores is then a d-deep product instead of a C-deep one, and
+        # ``image tokens + pe`` is never formed. (The key bias cancels in the softmax.)
+        self.pe_keys = [self._pe_proj(lay.cross_attn_token_to_image, "k") for lay in tr.layers]
+        self.pe_queries = [self._pe_proj(lay.cross_attn_image_to_token, "q") for lay in tr.layers]
+        self.pe_keys_final = self._pe_proj(tr.final_attn_token_to_image, "k")
         self.grid = features.shape[-2:]
+
+    def _pe_proj(self, attn: Attention, which: str) -> torch.Tensor:
+        """``H x d x N``: the image pe through ``attn``'s ``which`` ("q"/"k") projection
+        weight (no bias), per head."""
+        proj = attn.q_proj if which == "q" else attn.k_proj
+        w = proj.weight.view(attn.num_heads, attn.internal_dim // attn.num_heads, -1)
+        return torch.matmul(w, self.pos.T).contiguous()
 
     # -- prompts -----------------------------------------------------------------------------
     def point_tokens(self, coords: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -275,18 +293,18 @@ class PointDecoder:
                 q = layer.norm3(q + layer.mlp(q))
                 keys = layer.norm4(self._i2t_shared(layer.cross_attn_image_to_token, q, pe))
             else:
-                kp = keys + self.pos
                 t2i = layer.cross_attn_token_to_image
-                q = layer.norm2(q + self._attend(t2i, q + pe, keys, kp))
+                q = layer.norm2(q + self._attend(t2i, q + pe, keys, self.pe_keys[i]))
                 q = layer.norm3(q + layer.mlp(q))
-                keys = layer.norm4(self._i2t(layer.cross_attn_image_to_token, q, pe, kp, keys))
+                i2t = layer.cross_attn_image_to_token
+                keys = layer.norm4(self._i2t(i2t, q, pe, keys, self.pe_queries[i]))
         if keys is None:  # no blocks: the image tokens are the shared ones
             keys = self.keys0.expand(q.shape[0], -1, -1)
         return q, pe, keys
 
     def _final(self, attn: Attention, q, pe, keys) -> torch.Tensor:
         """Final token->image attention and norm for the tokens ``q`` (``B x T x C``)."""
-        out = self._attend(attn, q + pe, keys)
+        out = self._attend(attn, q + pe, keys, self.pe_keys_final)
         return self.dec.transformer.norm_final_attn(q + out)
 
     def _attend_shared(self, attn: Attention, q: torch.Tensor) -> torch.Tensor:
@@ -304,9 +322,9 @@ class PointDecoder:
         b, t, c = q.shape
         h = attn.num_heads
         d = attn.internal_dim // h
-        k = _heads(attn.k_proj(q + pe), h) * d**-0.5  # B x T x H x d
-        s = torch.matmul(k.permute(2, 0, 1, 3).reshape(h, b * t, d), self.q0t)  # H x BT x N
-        p = s.view(h, b, t, -1).softmax(dim=2).permute(1, 0, 2, 3).reshape(b, h * t, -1)
+        k = _heads(attn.k_proj(q + pe), h).transpose(1, 2) * d**-0.5  # B x H x T x d
+        s = torch.matmul(k, self.q0t)  # B x H x T x N
+        p = s.softmax(dim=2).view(b, h * t, -1)
         u = self._value_out(attn, q)  # B x HT x C
         return torch.baddbmm(self.base0.expand(b, -1, -1), p.transpose(1, 2), u)
 
@@ -320,40 +338,44 @@ class PointDecoder:
         return torch.einsum("bthe,che->bhtc", v, wo).reshape(b, h * t, c)
 
     def _attend(
-        self, attn: Attention, q: torch.Tensor, keys: torch.Tensor, kp: torch.Tensor | None = None
+        self, attn: Attention, q: torch.Tensor, keys: torch.Tensor, pe_keys: torch.Tensor
     ) -> torch.Tensor:
         """Token->image attention with per-prompt image tokens, re-associated.
 
-        ``q`` B x T x C (tokens + pe), ``keys`` B x N x C, ``kp`` = keys + image pe (when
-        None, the pe part of the scores is one product with the shared pe instead).
+        ``q`` B x T x C (tokens + pe), ``keys`` B x N x C (the image tokens, also the values),
+        ``pe_keys`` H x d x N (the image pe through the key projection, :meth:`_pe_proj`).
+        The scores are ``(q Wq) Wk keys^T + (q Wq) pe_keys``; one fused attention call reads
+        the image tokens once for the scores and the weighted sum.
         """
         b, t, c = q.shape
         h = attn.num_heads
         d = attn.internal_dim // h
-        qh = _heads(attn.q_proj(q), h) * d**-0.5  # B x T x H x d
-        a = torch.einsum("bthe,hec->bhtc", qh, attn.k_proj.weight.view(h, d, c))
-        a = a.reshape(b, h * t, c)
-        if kp is not None:
-            s = torch.bmm(a, kp.transpose(1, 2))  # B x HT x N
-        else:
-            s = (a.reshape(b * h * t, c) @ self.pos.T).view(b, h * t, -1)
-            s.baddbmm_(a, keys.transpose(1, 2))
-        z = torch.bmm(s.softmax(dim=-1), keys).view(b, h, t, c)  # B x H x T x C
+        qh = _heads(attn.q_proj(q), h).transpose(1, 2) * d**-0.5  # B x H x T x d
+        a = torch.matmul(qh, attn.k_proj.weight.view(h, d, c))  # B x H x T x C
+        s_pe = torch.matmul(qh, pe_keys).view(b, 1, h * t, -1)  # B x 1 x HT x N
+        kv = keys[:, None]
+        z = F.scaled_dot_product_attention(
+            a.view(b, 1, h * t, c), kv, kv, attn_mask=s_pe, scale=1.0
+        ).view(b, h, t, c)
         o = torch.einsum("bhtc,hec->bthe", z, attn.v_proj.weight.view(h, d, c))
         o = o + attn.v_proj.bias.view(h, d)
         return attn.out_proj(o.reshape(b, t, h * d))
 
     @staticmethod
-    def _i2t(attn: Attention, q: torch.Tensor, pe: torch.Tensor, kp: torch.Tensor, keys):
+    def _i2t(
+        attn: Attention, q: torch.Tensor, pe: torch.Tensor, keys: torch.Tensor, pe_queries
+    ) -> torch.Tensor:
         """Image->token attention with per-prompt image tokens; returns the pre-norm new
-        image tokens ``B x N x C`` (residual and output bias included), written into ``keys``."""
+        image tokens ``B x N x C`` (residual and output bias included), written into ``keys``.
+        ``pe_queries`` H x d x N: the image pe through the query projection."""
         b, t, c = q.shape
         h = attn.num_heads
         d = attn.internal_dim // h
-        k = _heads(attn.k_proj(q + pe), h) * d**-0.5  # B x T x H x d
-        g = torch.einsum("bthe,hec->bhtc", k, attn.q_proj.weight.view(h, d, c))
-        bias = torch.einsum("bthe,he->bht", k, attn.q_proj.bias.view(h, d))
-        s = torch.baddbmm(bias.reshape(b, h * t, 1), g.reshape(b, h * t, c), kp.transpose(1, 2))
+        k = _heads(attn.k_proj(q + pe), h).transpose(1, 2) * d**-0.5  # B x H x T x d
+        g = torch.matmul(k, attn.q_proj.weight.view(h, d, c)).view(b, h * t, c)
+        bias = torch.matmul(k, attn.q_proj.bias.view(h, d, 1))  # B x H x T x 1
+        s = torch.matmul(k, pe_queries).add_(bias).view(b, h * t, -1)  # the pe part
+        s = s.baddbmm_(g, keys.transpose(1, 2))
         p = s.view(b, h, t, -1).softmax(dim=2).view(b, h * t, -1)
         # Every pixel's weights sum to h (one softmax per head): the output bias folds into u.
         u = PointDecoder._value_out(attn, q) + attn.out_proj.bias / h
