@@ -21,7 +21,7 @@ import torch
 
 from samkit import SAM
 from samkit.decoding import upsample_region
-from samkit.precision import autocast
+from samkit.precision import autocast, device_has_native_bf16
 from samkit.transforms import scale_boxes
 
 
@@ -61,7 +61,10 @@ def main() -> None:
     )
     print(f"model: seeded {args.model}, built in {time.perf_counter() - t0:.1f} s")
     predictor = model.predictor()
-    print(f"precision: {args.precision} -> {predictor.dtype}")
+    native = device_has_native_bf16(args.device)
+    print(
+        f"precision: {args.precision} -> {predictor.dtype} (native bf16 on {args.device}: {native})"
+    )
 
     rng = np.random.default_rng(0)
     image = (rng.random((720, 1280, 3)) * 255).astype(np.uint8)

@@ -40,6 +40,14 @@ from .models.transformer import Attention
 __all__ = ["PointDecoder", "UpscaleRest", "rest_block"]
 
 
+def _pe_proj(pos: torch.Tensor, attn: Attention, which: str) -> torch.Tensor:
+    """``H x d x N``: the image pe ``pos`` (``N x C``) through ``attn``'s ``which`` ("q" or
+    "k") projection weight (no bias), per head."""
+    proj = attn.q_proj if which == "q" else attn.k_proj
+    w = proj.weight.view(attn.num_heads, attn.internal_dim // attn.num_heads, -1)  # H x d x C
+    return torch.matmul(w, pos.T).contiguous()
+
+
 def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
     """``B x T x (h*d)`` -> ``B x T x h x d``."""
     b, t, c = x.shape
@@ -81,8 +89,8 @@ class PointDecoder:
         src = (features.float() + dense).flatten(2)[0].T  # N x C
         pos = pe_enc.get_dense_pe().flatten(2)[0].T.to(src.dtype)
         self.keys0 = src.to(dt).contiguous()
-        self.pos = pos.to(dt).contiguous()
-        kp0 = self.keys0 + self.pos
+        pos = pos.to(dt).contiguous()
+        kp0 = self.keys0 + pos
         first = tr.layers[0]
         self.shared_first = first.skip_first_layer_pe
         t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
@@ -100,17 +108,12 @@ class PointDecoder:
         # and the query projections of the later image->token attentions, per head: the pe
         # part of those scores is then a d-deep product instead of a C-deep one, and
         # ``image tokens + pe`` is never formed. (The key bias cancels in the softmax.)
-        self.pe_keys = [self._pe_proj(lay.cross_attn_token_to_image, "k") for lay in tr.layers]
-        self.pe_queries = [self._pe_proj(lay.cross_attn_image_to_token, "q") for lay in tr.layers]
-        self.pe_keys_final = self._pe_proj(tr.final_attn_token_to_image, "k")
+        # (The first block uses the shared projections above instead.)
+        later = tr.layers[1:]
+        self.pe_keys = [None] + [_pe_proj(pos, b.cross_attn_token_to_image, "k") for b in later]
+        self.pe_queries = [None] + [_pe_proj(pos, b.cross_attn_image_to_token, "q") for b in later]
+        self.pe_keys_final = _pe_proj(pos, tr.final_attn_token_to_image, "k")
         self.grid = features.shape[-2:]
-
-    def _pe_proj(self, attn: Attention, which: str) -> torch.Tensor:
-        """``H x d x N``: the image pe through ``attn``'s ``which`` ("q"/"k") projection
-        weight (no bias), per head."""
-        proj = attn.q_proj if which == "q" else attn.k_proj
-        w = proj.weight.view(attn.num_heads, attn.internal_dim // attn.num_heads, -1)
-        return torch.matmul(w, self.pos.T).contiguous()
 
     # -- prompts -----------------------------------------------------------------------------
     def point_tokens(self, coords: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -343,7 +346,7 @@ class PointDecoder:
         """Token->image attention with per-prompt image tokens, re-associated.
 
         ``q`` B x T x C (tokens + pe), ``keys`` B x N x C (the image tokens, also the values),
-        ``pe_keys`` H x d x N (the image pe through the key projection, :meth:`_pe_proj`).
+        ``pe_keys`` H x d x N (the image pe through the key projection, :func:`_pe_proj`).
         The scores are ``(q Wq) Wk keys^T + (q Wq) pe_keys``; one fused attention call reads
         the image tokens once for the scores and the weighted sum.
         """
