@@ -12,8 +12,8 @@ segment-everything and batches of boxes waste no work:
   channels first: ``softmax(q Wk x^T + q (Wk pe^T)) x Wv^T`` and ``x Wq^T k + (pe Wq^T) k``.
   The image pe's projections ``Wk pe^T`` / ``Wq pe^T`` are cached per image (``H x d x N``),
   so ``x + pe`` is never formed and the pe part of the scores is a d-deep product; the
-  token-to-image attentions are one fused attention call each (the image tokens are both
-  keys and values). The bias of the key projection cancels in the softmax. The last
+  later token-to-image attentions are one fused attention call each (the image tokens are
+  both keys and values). The bias of the key projection cancels in the softmax. The last
   token-to-image attention only runs for the tokens that are read (the IoU token and the
   requested mask tokens).
 * IoU predictions come before the expensive output upscaling, which then runs only for
