@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image
 
 from samkit import SAM, VARIANTS, CheckpointError, SamPredictor
-from samkit.datasets import read_rgb
+from samkit.data.datasets import read_rgb
+from samkit.data.synthetic import make_shapes_image, write_shapes_dataset
 from samkit.ops.boxes import mask_to_box_xyxy
-from samkit.synthetic import make_shapes_image, write_shapes_dataset
 
 root = Path(__file__).resolve().parent.parent
 out_dir = root / "runs" / "quickstart"

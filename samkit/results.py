@@ -278,7 +278,7 @@ class Results:
         Options: ``masks``, ``boxes``, ``prompts``, ``scores``, ``contours`` (bool),
         ``alpha``, ``line_width``, ``image_format`` (see :func:`samkit.plotting.plot_results`).
         """
-        from .plotting import plot_results
+        from .ops.plotting import plot_results
 
         return plot_results(self, **kwargs)
 

@@ -19,8 +19,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from samkit import SamPredictor, auto_annotate
-from samkit.annotate_writers import WORK_DIR
-from samkit.image_files import read_image
+from samkit.annotate.writers import WORK_DIR
+from samkit.data.files import read_image
 
 from .annotate_helpers import (
     BoxDetector,
@@ -290,7 +290,7 @@ def test_killed_coco_run_resumes_to_the_same_file(tmp_path, sam):
 
 
 def test_crash_while_writing_leaves_no_partial_label(tmp_path, sam, monkeypatch):
-    import samkit.annotate_writers as writers
+    import samkit.annotate.writers as writers
 
     make_folder(tmp_path / "images", 3)
     clean = tmp_path / "clean"
@@ -372,7 +372,7 @@ KILLED_RUN = """
 import os, sys, time
 import torch
 torch.set_num_threads(1)
-import samkit.annotate_writers as writers
+import samkit.annotate.writers as writers
 from samkit import auto_annotate
 from tests.annotate_helpers import BoxDetector
 from tests.conftest import tiny_model

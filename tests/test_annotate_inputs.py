@@ -14,8 +14,8 @@ import yaml
 from pycocotools import mask as mask_utils
 
 from samkit import DatasetError, DependencyError, SamkitError, auto_annotate
-from samkit.annotate_writers import YoloWriter
-from samkit.image_files import read_image
+from samkit.annotate.writers import YoloWriter
+from samkit.data.files import read_image
 
 from .annotate_helpers import box_mask_sam, make_folder, parse_yolo, reference_masks
 from .conftest import tiny_model

@@ -11,10 +11,10 @@ import yaml
 from PIL import Image
 
 from samkit import DatasetError, ImageError
-from samkit.annotate_writers import SegmentedObject, coco_annotation, yolo_lines
-from samkit.datasets_io import data_yaml_text, read_names_file
-from samkit.detectors import Detections
-from samkit.image_files import list_images, read_image
+from samkit.annotate.detectors import Detections
+from samkit.annotate.labels import data_yaml_text, read_names_file
+from samkit.annotate.writers import SegmentedObject, coco_annotation, yolo_lines
+from samkit.data.files import list_images, read_image
 from samkit.ops import polygons_to_mask
 
 

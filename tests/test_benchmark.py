@@ -10,7 +10,7 @@ import pytest
 
 from samkit import benchmark
 from samkit.errors import SamkitError
-from samkit.registry import ModelConfig
+from samkit.zoo.registry import ModelConfig
 
 from .conftest import TINY_VIT, tiny_model
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from samkit import SAM, CheckpointError, DownloadError
-from samkit.checkpoints import read_checkpoint, resolve_checkpoint
-from samkit.registry import VARIANTS, infer_config
+from samkit.zoo.checkpoints import read_checkpoint, resolve_checkpoint
+from samkit.zoo.registry import VARIANTS, infer_config
 
 from .conftest import TINY_TINYVIT, TINY_VIT, tiny_model
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from samkit.cli_args import Arg, UsageError, parse_args, parse_value, split_argv
+from samkit.cli.args import Arg, UsageError, parse_args, parse_value, split_argv
 
 
 def samkit_cmd() -> list[str]:

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samkit.datasets import (
+from samkit.data.datasets import (
     DatasetError,
     label_path,
     load_coco,
     load_dataset,
     rasterize_polygons,
 )
+from samkit.data.synthetic import SHAPE_NAMES, make_shapes_image, write_shapes_dataset
 from samkit.ops.rle import encode_coco_rle, mask_to_rle
-from samkit.synthetic import SHAPE_NAMES, make_shapes_image, write_shapes_dataset
 
 pycocotools = pytest.importorskip("pycocotools")
 from pycocotools import mask as mask_utils  # noqa: E402

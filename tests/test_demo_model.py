@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from samkit import SAM
-from samkit.checkpoints import packaged_file, read_checkpoint, resolve_checkpoint
-from samkit.registry import DEMO_CONFIG, VARIANTS, infer_config
-from samkit.synthetic import write_shapes_dataset
+from samkit.data.synthetic import write_shapes_dataset
+from samkit.zoo.checkpoints import packaged_file, read_checkpoint, resolve_checkpoint
+from samkit.zoo.registry import DEMO_CONFIG, VARIANTS, infer_config
 
 HELDOUT_SEED = 20240601  # benchmarks/train_demo.py: never used for training
 

@@ -1,4 +1,4 @@
-"""Tests for samkit.download against throwaway HTTP servers on 127.0.0.1 (no internet needed)."""
+"""Tests for samkit.zoo.download against throwaway HTTP servers on 127.0.0.1 (no internet needed)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from samkit import download as dl
-from samkit.download import (
+from samkit.errors import DownloadError, SamkitError
+from samkit.zoo.download import (
     WeightsFile,
     cache_dir,
     download_file,
     ensure_weights,
     md5_prefix_from_filename,
 )
-from samkit.errors import DownloadError, SamkitError
 
 PAYLOAD = random.Random(1234).randbytes(300_000)
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from samkit.automatic import SamAutomaticMaskGenerator
 from samkit.errors import ImageError, SamkitError
 from samkit.everything import EverythingOutput, resolve_dtype, segment_everything
-from samkit.everything_core import MaskSet
+from samkit.everything.automatic import SamAutomaticMaskGenerator
+from samkit.everything.engine import MaskSet
 from samkit.models import Sam
 from samkit.ops.boxes import masks_to_boxes_xyxy
 from samkit.ops.rle import rle_to_mask
 from samkit.ops.upsample import UpsamplePlan
-from samkit.predictor import SamPredictor
-from samkit.registry import ModelConfig, ViTConfig
-from samkit.transforms import preprocess_shape
+from samkit.predict.sam_predictor import SamPredictor
+from samkit.predict.transforms import preprocess_shape
+from samkit.zoo.registry import ModelConfig, ViTConfig
 
 from .amg_reference import match_records, reference_generate
 from .conftest import DATA, TINY_VIT, synthetic_image, tiny_model

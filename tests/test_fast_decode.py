@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from samkit.fast_decode import PointDecoder
-from samkit.registry import DecoderConfig, ModelConfig, ViTConfig
+from samkit.predict.fast_decode import PointDecoder
+from samkit.zoo.registry import DecoderConfig, ModelConfig, ViTConfig
 
 from .conftest import DATA, TINY_VIT, tiny_model
 
@@ -165,7 +165,7 @@ def test_decode_sparse_equals_module_decoder(kind, multimask, shapes_decoder_sam
 
 
 def test_sam_predictor_routes_prompts_without_masks_through_the_point_decoder(tiny_sam):
-    from samkit.predictor import SamPredictor
+    from samkit.predict.sam_predictor import SamPredictor
 
     image = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
     fast, slow = SamPredictor(tiny_sam), SamPredictor(tiny_sam, fast_decoder=False)

@@ -3,19 +3,17 @@ batching, the embedding cache, bad items in a batch, precision/device and segmen
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from samkit import SAM, Predictor, SamPredictor
-from samkit.embeddings import Embedding, EmbeddingCache
 from samkit.errors import ImageError, PromptError, SamkitError
-from samkit.inference import ResultsStream
-from samkit.precision import cpu_has_native_bf16, resolve_precision
-from samkit.prompts import binary_masks_to_logits
+from samkit.pipeline import ResultsStream
+from samkit.predict.embedding import Embedding, EmbeddingCache
+from samkit.predict.precision import cpu_has_native_bf16, resolve_precision
+from samkit.predict.prompts import binary_masks_to_logits
 
 from .conftest import TINY_VIT, synthetic_image
 
@@ -171,8 +169,8 @@ def test_multimask_output(predictor, low):
     ],
 )
 def test_upsampling_is_bit_identical_to_postprocess_masks(tiny_sam, orig, size, s):
-    from samkit.decoding import upsample_logits
-    from samkit.transforms import preprocess_shape
+    from samkit.predict.decode import upsample_logits
+    from samkit.predict.transforms import preprocess_shape
 
     inp = preprocess_shape(*orig, size)
     low = torch.randn(2, 3, s, s, generator=torch.Generator().manual_seed(0)) * 4
@@ -387,19 +385,11 @@ def test_precision_resolution_and_bf16_run(model):
     assert (r.masks == r32.masks).mean() > 0.9
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("samkit.everything") is not None, reason="samkit.everything exists"
-)
-def test_no_prompts_without_everything_module(model):
-    with pytest.raises(SamkitError, match="samkit.everything"):
-        model(BGR)
-
-
 def test_no_prompts_dispatches_to_segment_everything(model, monkeypatch):
-    """The dispatch and the wrapping into Results, with a stand-in samkit.everything module."""
-    import sys
-    import types
+    """The dispatch and the wrapping into Results, with a stand-in segment_everything."""
     from dataclasses import dataclass
+
+    import samkit.pipeline
 
     @dataclass
     class Out:
@@ -426,9 +416,7 @@ def test_no_prompts_dispatches_to_segment_everything(model, monkeypatch):
             np.zeros((2, 4)),
         )
 
-    fake = types.ModuleType("samkit.everything")
-    fake.segment_everything = segment_everything
-    monkeypatch.setitem(sys.modules, "samkit.everything", fake)
+    monkeypatch.setattr(samkit.pipeline, "segment_everything", segment_everything)
     out = model([BGR, BGR[::-1]], points_stride=16)
     assert len(out) == 2 and len(calls) == 2
     assert isinstance(calls[0][0], SamPredictor) and calls[0][2] == 16 and calls[0][3] == 0.88

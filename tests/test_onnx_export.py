@@ -17,8 +17,8 @@ import pytest
 from samkit import SAM, Predictor, Results, SamPredictor
 from samkit.errors import ExportError, ImageError, PromptError
 from samkit.export import export_onnx
-from samkit.geometry import preprocess_shape
-from samkit.onnx_predictor import OnnxPredictor
+from samkit.export.onnx_predictor import OnnxPredictor
+from samkit.predict.geometry import preprocess_shape
 
 from .conftest import TINY_TINYVIT, TINY_VIT, synthetic_image
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from samkit.export import export_onnx
+from samkit.export.onnx_predictor import OnnxPredictor
 from samkit.models import Sam
-from samkit.onnx_predictor import OnnxPredictor
 
 from .conftest import DATA
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from samkit.ops.amg import stability_score
 from samkit.ops.boxes import masks_to_boxes_xyxy
 from samkit.ops.upsample import UpsamplePlan, mask_stats, upsample_logits, upsample_masks
-from samkit.transforms import preprocess_shape
+from samkit.predict.transforms import preprocess_shape
 
 
 def _fields(m: int, seed: int) -> torch.Tensor:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from samkit.predictor import SamPredictor
-from samkit.registry import VARIANTS
-from samkit.seeded import seeded_state_dict
-from samkit.transforms import resize_longest_side, scale_boxes
+from samkit.predict.sam_predictor import SamPredictor
+from samkit.predict.transforms import resize_longest_side, scale_boxes
+from samkit.zoo.registry import VARIANTS
+from samkit.zoo.seeded import seeded_state_dict
 
 from .conftest import DATA
 

@@ -23,9 +23,9 @@ from samkit import precision as prec
 from samkit.errors import SamkitError
 from samkit.models.attention import rel_pos_attention, relative_position_table
 from samkit.models.tiny_vit import ConvBN
-from samkit.predictor import SamPredictor
-from samkit.registry import ModelConfig
-from samkit.transforms import scale_boxes
+from samkit.predict.sam_predictor import SamPredictor
+from samkit.predict.transforms import scale_boxes
+from samkit.zoo.registry import ModelConfig
 
 from .conftest import TINY_TINYVIT, TINY_VIT, synthetic_image, tiny_model
 

@@ -1,5 +1,5 @@
 """Input checks of the torch predictors: the same errors as the onnxruntime predictor's
-(``samkit.validate``), from ``SamPredictor`` and the high-level ``Predictor`` alike."""
+(``samkit.predict.prompt_checks``), from ``SamPredictor`` and the high-level ``Predictor`` alike."""
 
 from __future__ import annotations
 

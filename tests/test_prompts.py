@@ -1,4 +1,4 @@
-"""Prompt parsing and checking (samkit.prompts): forms, normalization, and every bad input."""
+"""Prompt parsing and checking (samkit.predict.prompts): forms, normalization, and every bad input."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from samkit.errors import PromptError
-from samkit.prompts import (
+from samkit.predict.prompts import (
     MASK_PROMPT_LOGIT,
     binary_masks_to_logits,
     fit_prompts,

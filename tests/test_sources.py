@@ -1,4 +1,4 @@
-"""Image sources (samkit.sources): every source type, format conversions, and bad files."""
+"""Image sources (samkit.data.sources): every source type, format conversions, and bad files."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from samkit.data.sources import array_to_rgb, is_single_source, load_image, load_sources
 from samkit.errors import ImageError
-from samkit.sources import array_to_rgb, is_single_source, load_image, load_sources
 
 from .conftest import synthetic_image
 

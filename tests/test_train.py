@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from samkit import SAM
-from samkit.checkpoints import read_checkpoint
-from samkit.datasets import DatasetError
-from samkit.losses import dice_loss, mask_iou, sigmoid_focal_loss
+from samkit.data.datasets import DatasetError
+from samkit.data.synthetic import write_shapes_dataset
 from samkit.ops.rle import encode_coco_rle, rle_to_mask
-from samkit.registry import DecoderConfig, ModelConfig, TinyViTConfig, ViTConfig
-from samkit.synthetic import write_shapes_dataset
 from samkit.train import TrainError, save_checkpoint
+from samkit.train.losses import dice_loss, mask_iou, sigmoid_focal_loss
+from samkit.zoo.checkpoints import read_checkpoint
+from samkit.zoo.registry import DecoderConfig, ModelConfig, TinyViTConfig, ViTConfig
 
 # 64 x 64 input (4 x 4 embedding grid): small enough for hundreds of steps in seconds.
 MICRO = ModelConfig(
@@ -170,7 +170,7 @@ def test_bad_training_arguments(shapes64, tmp_path):
 
 
 def test_resume_continues_an_interrupted_run_exactly(shapes64, tmp_path, monkeypatch):
-    import samkit.train
+    import samkit.train.loop as train_loop
 
     kwargs = dict(epochs=2, batch=8, lr=3e-3, freeze=(), error_clicks=1, verbose=False, plots=False)
     torch.manual_seed(0)
@@ -178,7 +178,7 @@ def test_resume_continues_an_interrupted_run_exactly(shapes64, tmp_path, monkeyp
     full = straight.train(shapes64, project=tmp_path, name="full", **kwargs)
 
     # the same run, killed while validating epoch 2 (after epoch 1's last.pt was written)
-    real_validate, calls = samkit.train.validate, []
+    real_validate, calls = train_loop.validate, []
 
     def dies_in_epoch_2(*args, **kw):
         calls.append(1)
@@ -186,11 +186,11 @@ def test_resume_continues_an_interrupted_run_exactly(shapes64, tmp_path, monkeyp
             raise KeyboardInterrupt
         return real_validate(*args, **kw)
 
-    monkeypatch.setattr(samkit.train, "validate", dies_in_epoch_2)
+    monkeypatch.setattr(train_loop, "validate", dies_in_epoch_2)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
         SAM.from_config(MICRO).train(shapes64, project=tmp_path, name="cut", **kwargs)
-    monkeypatch.setattr(samkit.train, "validate", real_validate)
+    monkeypatch.setattr(train_loop, "validate", real_validate)
 
     last = tmp_path / "cut" / "weights" / "last.pt"
     resumed = SAM.from_config(MICRO)  # weights come from last.pt

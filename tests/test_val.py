@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from samkit import PromptError
-from samkit.datasets import Instance, SegDataset, SegSample
+from samkit.data.datasets import Instance, SegDataset, SegSample
 from samkit.ops.boxes import mask_to_box_xyxy
 from samkit.ops.rle import mask_to_rle
-from samkit.val import error_click, interior_point, validate
+from samkit.train.val import error_click, interior_point, validate
 
 H, W = 120, 160
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..geometry import PIXEL_MEAN, PIXEL_STD
+from .input_spec import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 
@@ -28,8 +28,8 @@ class Sam(nn.Module):
         image_encoder: nn.Module,
         prompt_encoder: PromptEncoder,
         mask_decoder: MaskDecoder,
-        pixel_mean: Sequence[float] = PIXEL_MEAN,
-        pixel_std: Sequence[float] = PIXEL_STD,
+        pixel_mean: Sequence[float] = SAM_PIXEL_MEAN,
+        pixel_std: Sequence[float] = SAM_PIXEL_STD,
     ) -> None:
         super().__init__()
         self.image_encoder = image_encoder

@@ -1,0 +1,240 @@
+"""Safe checkpoint loading: file -> state dict -> architecture -> strictly loaded :class:`Sam`.
+
+Loading never runs code from a file: ``torch.load(..., weights_only=True)`` with no fallback, or
+safetensors. Accepted layouts: a plain state dict with Meta's key names, the same wrapped under
+``"model"`` or ``"state_dict"`` (optionally with a ``"samkit_config"`` architecture record, as
+samkit writes), and ``.safetensors`` files (architecture record in the metadata).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from ..models import Sam
+from .download import cache_dir, ensure_weights
+from .registry import (
+    ModelConfig,
+    Variant,
+    get_variant,
+    infer_config,
+    match_variant,
+    variant_for_filename,
+)
+
+_PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
+_SAFETENSORS_CONFIG_KEY = "samkit_config"
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint read from disk: its tensors, architecture and where it came from."""
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    config: ModelConfig
+    variant: Variant | None
+
+
+def map_keys(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Map foreign key layouts onto Meta's names (DataParallel ``module.`` / ``model.`` prefixes).
+
+    Non-tensor entries are dropped.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        for prefix in ("module.", "model.", "sam."):
+            if key.startswith(prefix) and key[len(prefix) :].startswith(_PREFIXES):
+                key = key[len(prefix) :]
+                break
+        out[key] = value
+    return out
+
+
+def _is_safetensors(path: Path) -> bool:
+    if path.suffix == ".safetensors":
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        return False
+    header_len = int.from_bytes(head[:8], "little")
+    return 0 < header_len < 100_000_000 and head[8:9] == b"{"
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        tensors = {}
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+                tensors[key] = f.get_tensor(key)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    config = json.loads(meta[_SAFETENSORS_CONFIG_KEY]) if _SAFETENSORS_CONFIG_KEY in meta else None
+    return tensors, config
+
+
+def _read_torch(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        if "Weights only load failed" in text or "Unsupported global" in text:
+            raise CheckpointError(
+                f"{path}: refused to load. The file contains pickled Python objects or code, not "
+                "only tensors, and samkit never unpickles arbitrary code (weights_only=True). If "
+                "you trust the file, re-save its state dict with "
+                "torch.save(model.state_dict(), 'clean.pt') or convert it to .safetensors."
+            ) from None
+        raise CheckpointError(f"{path}: not a checkpoint file ({text.splitlines()[0]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"{path}: cannot read the checkpoint; the file is truncated or corrupt ({first}). "
+            "Download it again."
+        ) from None
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"{path}: expected a state dict (a mapping of names to tensors), found {type(obj).__name__}"
+        )
+    config = None
+    for wrapper in ("model", "state_dict"):
+        if isinstance(obj.get(wrapper), Mapping):
+            config = obj.get(_SAFETENSORS_CONFIG_KEY)
+            obj = obj[wrapper]
+            break
+    return dict(obj), config
+
+
+def read_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
+    """Read a checkpoint file and infer its architecture (no model is built)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; pass the checkpoint file inside it")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes); download it again")
+    if _is_safetensors(path):
+        raw, config_dict = _read_safetensors(path)
+    else:
+        raw, config_dict = _read_torch(path)
+    state_dict = map_keys(raw)
+    if not state_dict:
+        raise CheckpointError(f"{path}: holds no tensors (keys: {list(raw)[:5]}); not a checkpoint")
+    try:
+        config = ModelConfig.from_dict(config_dict) if config_dict else infer_config(state_dict)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return LoadedCheckpoint(path, state_dict, config, match_variant(config))
+
+
+def _summarize(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def load_into(model: Sam, ckpt: LoadedCheckpoint) -> Sam:
+    """Strictly load ``ckpt`` into ``model``; errors name the missing, unexpected and mis-shaped keys."""
+    expected = model.state_dict()
+    found = ckpt.state_dict
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    mis_shaped = [
+        f"{k} (file {tuple(found[k].shape)}, model {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in found and found[k].shape != v.shape
+    ]
+    if missing or unexpected or mis_shaped:
+        arch = ckpt.variant.name if ckpt.variant else ckpt.config.describe()
+        parts = [f"{ckpt.path}: does not match the architecture inferred from it ({arch})."]
+        if missing:
+            parts.append(f"Missing keys: {_summarize(missing)}.")
+        if unexpected:
+            parts.append(f"Unexpected keys: {_summarize(unexpected)}.")
+        if mis_shaped:
+            parts.append(f"Wrong shapes: {_summarize(mis_shaped, 4)}.")
+        raise CheckpointError(" ".join(parts))
+    model.load_state_dict(found, strict=True)
+    return model
+
+
+def resolve_checkpoint(
+    source: str | os.PathLike, *, cache: str | os.PathLike | None = None, download: bool = True
+) -> Path:
+    """Find the file for ``source``: an existing path, an official file name, or a variant name.
+
+    Official names and variant names that are not found locally are looked up in (and, unless
+    offline, downloaded into) the cache directory.
+    """
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    name = path.name
+    variant = get_variant(str(source))
+    if variant is not None and str(source) == name:
+        if variant.packaged is not None:
+            return packaged_file(variant.packaged)
+        weights = variant.default_file
+    else:
+        found = variant_for_filename(name)
+        if found is None:
+            known = sorted(
+                {v.name for v in _variants()} | {f.filename for v in _variants() for f in v.files}
+            )
+            raise CheckpointError(
+                f"checkpoint not found: {path}. Pass the path of a SAM checkpoint file, or one of "
+                f"the known names: {', '.join(known)}"
+            )
+        weights = found[1]  # e.g. sam_h.pt, not published by Ultralytics -> Meta's ViT-H file
+    cached = cache_dir(cache) / weights.filename
+    if cached.exists():
+        return cached
+    return ensure_weights(weights, cache=cache, download=download)
+
+
+def packaged_file(filename: str) -> Path:
+    """Path of a weights file shipped in ``samkit/assets``."""
+    path = Path(__file__).resolve().parent / "assets" / filename
+    if not path.is_file():
+        raise CheckpointError(
+            f"the packaged weights file {path} is missing; reinstall samkit (pip install samkit)"
+        )
+    return path
+
+
+def _variants() -> list[Variant]:
+    from .registry import VARIANTS
+
+    return list(VARIANTS.values())
+
+
+def build_sam(
+    source: str | os.PathLike | None = None,
+    *,
+    config: ModelConfig | None = None,
+    cache: str | os.PathLike | None = None,
+    download: bool = True,
+) -> tuple[Sam, LoadedCheckpoint | None]:
+    """Build a SAM model from a checkpoint (path / official name / variant) or a bare config."""
+    if source is None:
+        if config is None:
+            raise CheckpointError("give a checkpoint path, a variant name, or a config")
+        return config.build(), None
+    ckpt = read_checkpoint(resolve_checkpoint(source, cache=cache, download=download))
+    model = (config or ckpt.config).build()
+    return load_into(model, ckpt), ckpt
