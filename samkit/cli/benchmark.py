@@ -41,7 +41,7 @@ from ..predict.threads import configure_cpu, usable_cores
 
 MODELS = ("sam_b", "sam_l", "sam_h", "mobile_sam")
 PRECISIONS = ("fp32", "bf16")
-PARITY_IMAGE = Path(__file__).resolve().parent.parent / "tests" / "data" / "image_a.png"
+PARITY_IMAGE = Path(__file__).resolve().parents[2] / "tests" / "data" / "image_a.png"
 
 
 # -- machine -----------------------------------------------------------------------------------

@@ -209,7 +209,7 @@ def resolve_checkpoint(
 
 def packaged_file(filename: str) -> Path:
     """Path of a weights file shipped in ``samkit/assets``."""
-    path = Path(__file__).resolve().parent / "assets" / filename
+    path = Path(__file__).resolve().parents[1] / "assets" / filename
     if not path.is_file():
         raise CheckpointError(
             f"the packaged weights file {path} is missing; reinstall samkit (pip install samkit)"
