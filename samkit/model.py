@@ -132,6 +132,7 @@ class SAM:
         *,
         device: str | torch.device | None = None,
         precision: str | None = None,
+        verbose: bool = False,
         **kwargs: Any,
     ):
         """Segment every image of ``source``; returns a list of :class:`~samkit.results.Results`
@@ -149,7 +150,8 @@ class SAM:
         ``image_format="RGB"``), PIL image or video file (``vid_stride=``). Options:
         ``batch`` (images per encoder pass), ``device``, ``precision``, ``max_pixels``
         (decompression-bomb limit), ``strict`` (raise on a bad image instead of skipping it),
-        ``chunk_size`` (prompts per decoder pass).
+        ``chunk_size`` (prompts per decoder pass), ``verbose`` (segment everything: a progress
+        bar with the time left, and a line per image of what each filter kept, on stderr).
         """
         options = {k: kwargs.pop(k) for k in _CALL_OPTIONS if k in kwargs}
         prompts = parse_prompts(bboxes, points, labels, masks)
@@ -160,6 +162,7 @@ class SAM:
             )
         if prompts.empty:
             check_everything_params(kwargs)
+            kwargs["verbose"] = verbose
         if device is not None:
             self.to(device)
         predictor = Predictor(
