@@ -18,7 +18,7 @@ from typing import Any
 
 from . import __version__, cli_commands
 from .cli_args import Arg, Command, UsageError, format_help, parse_args
-from .errors import SamkitError
+from .errors import PromptError, SamkitError
 
 MODEL_HELP = "checkpoint path, official file name (sam_b.pt, mobile_sam.pt, ...) or variant name"
 
@@ -150,6 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         values = parse_args(rest, command.spec, command.name)
         return command.run(values)
     except UsageError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"samkit {name}: error: {e}", file=sys.stderr)
+        return 2
+    except PromptError as e:  # a bad prompt value is a usage error, whenever it is found
         if debug:
             traceback.print_exc()
         print(f"samkit {name}: error: {e}", file=sys.stderr)

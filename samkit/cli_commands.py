@@ -13,7 +13,12 @@ from typing import Any
 from .cli_args import Arg, UsageError
 
 EVERYTHING_ARGS = [
-    Arg("points_stride", 32, "everything: points per image side of the prompt grid", "int"),
+    Arg(
+        "points_stride",
+        32,
+        "everything: points per side of the prompt grid, in each crop (points_stride² per crop)",
+        "int",
+    ),
     Arg("points_batch_size", 64, "everything: points decoded per batch", "int"),
     Arg("conf_thres", 0.88, "everything: predicted-IoU threshold", "float"),
     Arg("stability_score_thresh", 0.95, "everything: stability-score threshold", "float"),
@@ -47,6 +52,12 @@ PREDICT_ARGS = [
     Arg("save_masks", True, "save each mask as a PNG under masks/", "bool"),
     Arg("save_txt", False, "save YOLO polygon labels under labels/", "bool"),
     Arg("cache_dir", None, "directory for downloaded checkpoints", "path"),
+    Arg(
+        "verbose",
+        True,
+        "segment everything: progress bar with the time left, and what each filter kept",
+        "bool",
+    ),
 ]
 
 
@@ -83,7 +94,9 @@ def _atomic_text(path: Path, text: str) -> None:
 def run_predict(args: dict[str, Any]) -> int:
     from tqdm import tqdm
 
+    from .errors import PromptError
     from .model import SAM
+    from .prompts import parse_prompts
 
     if args["source"] is None:
         raise UsageError("argument 'source' is required: samkit predict source=image.jpg")
@@ -93,10 +106,14 @@ def run_predict(args: dict[str, Any]) -> int:
         raise UsageError(
             f"segment-everything arguments ({', '.join(sorted(everything))}) are only used without prompts"
         )
+    try:  # shapes, labels and counts need no image: check them before the model loads
+        parse_prompts(**prompts)
+    except PromptError as e:
+        raise UsageError(str(e)) from None
     model = SAM(args["model"], cache_dir=args["cache_dir"], device=args["device"])
     save_dir = increment_dir(Path(args["project"]), args["name"], args["exist_ok"])
 
-    call_kwargs = {} if prompts else everything
+    call_kwargs = {} if prompts else {**everything, "verbose": args["verbose"]}
     stream = model(
         args["source"],
         **prompts,
@@ -107,11 +124,13 @@ def run_predict(args: dict[str, Any]) -> int:
         vid_stride=args["vid_stride"],
         **call_kwargs,
     )
-    save_dir.mkdir(parents=True, exist_ok=True)
     records, used = [], set()
     n_images = n_masks = 0
     t0 = time.perf_counter()
-    for result in tqdm(stream, desc="samkit predict", unit="img", file=sys.stderr, disable=None):
+    # the run directory is made when there is something to write: a failed run leaves none
+    bar = tqdm(stream, desc="samkit predict", unit="img", file=sys.stderr, disable=None)
+    for result in bar:
+        save_dir.mkdir(parents=True, exist_ok=True)
         stem = _unique_stem(result, used)
         if args["save"]:
             result.save(save_dir / f"{stem}.png")
@@ -135,6 +154,7 @@ def run_predict(args: dict[str, Any]) -> int:
         "images": records,
         "skipped": skipped,
     }
+    save_dir.mkdir(parents=True, exist_ok=True)
     _atomic_text(save_dir / "results.json", json.dumps(summary))
     for e in skipped:
         print(f"samkit predict: skipped {e['path']}: {e['reason']}", file=sys.stderr)
@@ -143,6 +163,12 @@ def run_predict(args: dict[str, Any]) -> int:
         f"{n_images} image(s), {n_masks} mask(s), {len(skipped)} skipped, {per_image}; "
         f"results saved to {save_dir}"
     )
+    if n_images and not n_masks and not prompts and not args["verbose"]:
+        print(
+            "no mask passed the segment-everything filters (run with verbose=true to see which "
+            "filter removed them)",
+            file=sys.stderr,
+        )
     if n_images == 0:
         return 1
     return 0
