@@ -106,6 +106,16 @@ register(
     )
 )
 
+register(
+    Command(
+        "seed",
+        "Write a stand-in checkpoint with seeded weights (offline trials; its masks mean nothing).",
+        cli_commands.SEED_ARGS,
+        _runner("run_seed"),
+        usage="model=sam_b [out=sam_b.pt]",
+    )
+)
+
 
 def _top_help() -> str:
     width = max(len(n) for n in COMMANDS)

@@ -62,16 +62,14 @@ PREDICT_ARGS = [
 
 
 def increment_dir(parent: Path, name: str, exist_ok: bool) -> Path:
-    """``parent/name``, or ``name2``, ``name3``, ... when it already exists (unless exist_ok)."""
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name in (".", ".."):
-        raise UsageError(f"argument 'name': {name!r} must be a plain directory name")
-    path = parent / name
-    if exist_ok or not path.exists():
-        return path
-    n = 2
-    while (parent / f"{name}{n}").exists():
-        n += 1
-    return parent / f"{name}{n}"
+    """:func:`samkit.run_dirs.increment_dir`, a bad name being a usage error."""
+    from .errors import SamkitError
+    from .run_dirs import increment_dir as numbered
+
+    try:
+        return numbered(parent, name, exist_ok)
+    except SamkitError as e:
+        raise UsageError(str(e)) from None
 
 
 def _unique_stem(result, used: set[str]) -> str:
@@ -329,4 +327,38 @@ def run_export(args: dict[str, Any]) -> int:
     paths = model.export(args["format"], args["output_dir"], **options)
     for kind, path in paths.items():
         print(f"{kind:<14} {path}")
+    return 0
+
+
+SEED_ARGS = [
+    Arg("model", None, "variant: sam_b, sam_l, sam_h or mobile_sam (required)", "str"),
+    Arg(
+        "out",
+        None,
+        "file to write (default: <official file name> in the current directory, e.g. sam_b.pt)",
+        "path",
+    ),
+]
+
+
+def run_seed(args: dict[str, Any]) -> int:
+    from .registry import VARIANTS, get_variant
+    from .seeded import write_seeded_checkpoint
+
+    names = [n for n, v in VARIANTS.items() if v.packaged is None]
+    variant = get_variant(str(args["model"])) if args["model"] is not None else None
+    if variant is None or variant.packaged is not None:
+        raise UsageError(
+            f"argument 'model': give one of {', '.join(names)} (got {args['model']!r})"
+        )
+    ultralytics = [f.filename for f in variant.files if f.filename.endswith(".pt")]
+    default = ultralytics[0] if ultralytics else variant.default_file.filename
+    out = Path(args["out"] if args["out"] is not None else default)
+    path = write_seeded_checkpoint(variant.name, out)
+    size = path.stat().st_size / 2**20
+    print(f"wrote {path} ({size:.1f} MiB): seeded stand-in weights of {variant.title}")
+    print(
+        "its masks are meaningless: use it to try code offline (place it in the cache under an "
+        "official name, or pass its path); real weights: see the README"
+    )
     return 0
