@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from samkit import SAM, SAMPredictor, SamkitError
+from samkit import SAM, SamkitError, SAMPredictor
 from samkit.everything import segment_everything
 
 from .conftest import synthetic_image
