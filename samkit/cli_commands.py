@@ -200,7 +200,12 @@ ANNOTATE_ARGS = [
         "output directory (default: <data>_auto_annotate_labels next to data)",
         "path",
     ),
-    Arg("names", None, "class names: a list, or a classes.txt / data.yaml path", "any"),
+    Arg(
+        "names",
+        None,
+        "class names: a list, a classes.txt / data.yaml path, or coco (the 80 COCO classes)",
+        "any",
+    ),
     Arg("device", "", "cpu, cuda, cuda:N ('' = CUDA when available, else CPU)", "str"),
     Arg("conf", 0.25, "detector confidence threshold", "float"),
     Arg("iou", 0.45, "detector NMS IoU threshold", "float"),
@@ -232,6 +237,8 @@ def run_annotate(args: dict[str, Any]) -> int:
     summary = auto_annotate(**args, progress=True)
     for failure in summary.failures:
         print(f"samkit annotate: failed {failure.path}: {failure.reason}", file=sys.stderr)
+    for note in summary.notes:
+        print(f"samkit annotate: note: {note}", file=sys.stderr)
     print(
         f"{summary.images} image(s): {summary.annotated} annotated, {summary.skipped} already done, "
         f"{summary.empty} empty, {len(summary.failures)} failed; {summary.objects} object(s), "
