@@ -3,6 +3,7 @@
     python examples/ultralytics_page.py            # seeded stand-in checkpoints, small grids
     python examples/ultralytics_page.py --full     # the page's grid sizes (crop example: minutes)
     python examples/ultralytics_page.py --real     # your real checkpoints (cache or download)
+    python examples/ultralytics_page.py --light    # seeded MobileSAM under every name (tests)
 
 By default the checkpoints are seeded stand-ins written under the official file names
 (``sam_b.pt``, ``mobile_sam.pt``) into a temporary cache (``SAMKIT_CACHE_DIR``, with
@@ -45,13 +46,15 @@ def make_assets(folder: Path) -> dict[str, Path]:
     return out
 
 
-def seed_cache(cache: Path) -> None:
-    """Seeded checkpoints under the official names the page uses."""
+def seed_cache(cache: Path, light: bool = False) -> None:
+    """Seeded checkpoints under the official names the page uses. ``light``: MobileSAM weights
+    under every name (samkit reads the architecture from the file, so every call runs the same
+    way; ViT-B's encoder costs about 10x MobileSAM's)."""
     from samkit.seeded import write_seeded_checkpoint
 
     for variant, filename in (("sam_b", "sam_b.pt"), ("mobile_sam", "mobile_sam.pt")):
         if not (cache / filename).exists():
-            write_seeded_checkpoint(variant, cache / filename)
+            write_seeded_checkpoint("mobile_sam" if light else variant, cache / filename)
 
 
 # -- the page's examples --------------------------------------------------------------------
@@ -163,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true", help="the page's grid sizes")
     parser.add_argument("--real", action="store_true", help="real checkpoints, not seeded")
+    parser.add_argument(
+        "--light", action="store_true", help="seeded MobileSAM weights under every name (fast)"
+    )
     parser.add_argument("--only", nargs="*", help="run only the examples with these words")
     args = parser.parse_args(argv)
     grid = {"everything": 32, "crop": 64} if args.full else {"everything": 8, "crop": 4}
@@ -171,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.real:
             os.environ["SAMKIT_CACHE_DIR"] = str(work / "cache")
             os.environ["SAMKIT_OFFLINE"] = "1"
-            seed_cache(work / "cache")
+            seed_cache(work / "cache", light=args.light)
         assets = make_assets(work / "assets")
         cwd = os.getcwd()
         os.chdir(work)  # runs/ of the examples go to the temporary folder
