@@ -349,3 +349,23 @@ def test_help_shows_each_default_once_and_short():
     for line in r.stdout.splitlines():
         assert line.count("(default") <= 1 and not ("(required)" in line and "default" in line)
     assert "(default: 0.3413)" in r.stdout and "(default: 0.88)" in r.stdout
+
+
+def test_seed_writes_a_stand_in_checkpoint_that_loads_under_its_official_name(tmp_path):
+    import torch
+
+    from samkit import SAM, VARIANTS
+    from samkit.seeded import seeded_state_dict
+
+    r = run("seed", "model=mobile_sam", f"out={tmp_path / 'mobile_sam.pt'}")
+    assert r.returncode == 0, r.stderr
+    assert "seeded stand-in weights of MobileSAM" in r.stdout and "meaningless" in r.stdout
+    model = SAM("mobile_sam", cache_dir=tmp_path, download=False)  # found in the cache
+    assert model.name == "mobile_sam"
+    expected = seeded_state_dict(VARIANTS["mobile_sam"].config.build())
+    loaded = torch.load(tmp_path / "mobile_sam.pt", weights_only=True)
+    assert loaded.keys() == expected.keys()
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+    assert [p.name for p in tmp_path.iterdir()] == ["mobile_sam.pt"]  # no temporary left
+    r = run("seed", "model=sam_x")
+    assert r.returncode == 2 and "give one of sam_b, sam_l, sam_h, mobile_sam" in r.stderr
