@@ -162,7 +162,8 @@ class SAM:
             )
         if prompts.empty:
             check_everything_params(kwargs)
-            kwargs["verbose"] = verbose
+            if verbose:
+                kwargs["verbose"] = True
         if device is not None:
             self.to(device)
         predictor = Predictor(
