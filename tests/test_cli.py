@@ -274,6 +274,7 @@ def test_predict_without_prompts_segments_everything(cli_workspace):
     assert r.returncode == 2 and "only used without prompts" in r.stderr
 
 
+@pytest.mark.slow
 def test_benchmark_subcommand_prints_table_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     r = run(
