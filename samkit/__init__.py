@@ -17,7 +17,7 @@ _EXPORTS = {
     "SamPredictor": "samkit.predictor",
     "OnnxPredictor": "samkit.onnx_predictor",
     "Predictor": "samkit.interactive",
-    "SAMPredictor": "samkit.sam_predictor",
+    "SAMPredictor": "samkit.ultralytics_predictor",
     "Results": "samkit.results",
     "load_sources": "samkit.sources",
     "SamAutomaticMaskGenerator": "samkit.automatic",
