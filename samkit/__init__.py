@@ -20,6 +20,7 @@ _EXPORTS = {
     "SamPredictor": "samkit.predict.sam_predictor",
     "OnnxPredictor": "samkit.export.onnx_predictor",
     "Predictor": "samkit.predict.predictor",
+    "SAMPredictor": "samkit.ultralytics_predictor",
     "Results": "samkit.results",
     "load_sources": "samkit.data.sources",
     "SamAutomaticMaskGenerator": "samkit.everything.automatic",

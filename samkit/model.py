@@ -115,7 +115,7 @@ class SAM:
     def predictor(
         self, *, device=None, precision: str | None = None, image_format: str = "BGR"
     ) -> Predictor:
-        """A high-level :class:`~samkit.interactive.Predictor`: ``set_image`` once, prompt often."""
+        """A high-level :class:`~samkit.predict.predictor.Predictor`: ``set_image`` once, prompt often."""
         if device is not None:
             self.to(device)
         return Predictor(self, precision=precision or self.precision, image_format=image_format)
@@ -132,6 +132,7 @@ class SAM:
         *,
         device: str | torch.device | None = None,
         precision: str | None = None,
+        verbose: bool = False,
         **kwargs: Any,
     ):
         """Segment every image of ``source``; returns a list of :class:`~samkit.results.Results`
@@ -149,7 +150,8 @@ class SAM:
         ``image_format="RGB"``), PIL image or video file (``vid_stride=``). Options:
         ``batch`` (images per encoder pass), ``device``, ``precision``, ``max_pixels``
         (decompression-bomb limit), ``strict`` (raise on a bad image instead of skipping it),
-        ``chunk_size`` (prompts per decoder pass).
+        ``chunk_size`` (prompts per decoder pass), ``verbose`` (segment everything: a progress
+        bar with the time left, and a line per image of what each filter kept, on stderr).
         """
         options = {k: kwargs.pop(k) for k in _CALL_OPTIONS if k in kwargs}
         prompts = parse_prompts(bboxes, points, labels, masks)
@@ -160,6 +162,8 @@ class SAM:
             )
         if prompts.empty:
             check_everything_params(kwargs)
+            if verbose:
+                kwargs["verbose"] = True
         if device is not None:
             self.to(device)
         predictor = Predictor(
@@ -219,7 +223,7 @@ class SAM:
 
         return export(self, format, output_dir, **options)
 
-    # -- validation and training (samkit.val, samkit.train) ---------------------------------
+    # -- validation and training (samkit.train.val, samkit.train) ---------------------------------
     def val(
         self,
         data,
@@ -232,8 +236,8 @@ class SAM:
         """Per-instance mIoU on a YOLO (``data.yaml``) or COCO (``.json``) dataset with prompts
         simulated from the ground truth: ``"box"``, ``"point"`` or ``"points3"``.
 
-        Prints a table (all / small / medium / large) and returns :class:`samkit.val.ValResults`.
-        Keyword arguments go to :func:`samkit.val.validate` (``multimask``, ``max_images``, ...).
+        Prints a table (all / small / medium / large) and returns :class:`samkit.train.val.ValResults`.
+        Keyword arguments go to :func:`samkit.train.val.validate` (``multimask``, ``max_images``, ...).
         """
         from .data.datasets import load_dataset
         from .train.val import SamBackend, validate

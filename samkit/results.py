@@ -45,9 +45,12 @@ def masks_to_boxes_np(masks: np.ndarray) -> np.ndarray:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file; the file mode follows the umask
+    (0666 & ~umask, like ``open()``; ``mkstemp`` alone would leave 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
@@ -55,6 +58,20 @@ def _atomic_write(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process umask: from /proc on Linux, else by setting it and restoring it at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _encode_image(image_bgr: np.ndarray, suffix: str) -> bytes:
@@ -185,7 +202,10 @@ class Results:
     @property
     def areas(self) -> np.ndarray:
         """``N`` int64 mask areas in pixels."""
-        return self.masks.reshape(len(self), -1).sum(1).astype(np.int64)
+        n = len(self)
+        if n == 0:  # reshape(0, -1) is ambiguous for numpy
+            return np.zeros(0, dtype=np.int64)
+        return self.masks.reshape(n, -1).sum(1).astype(np.int64)
 
     def __getitem__(self, index: Any) -> Results:
         """A Results with the selected masks (int, slice, index array or bool array)."""
@@ -276,7 +296,7 @@ class Results:
         """Overlay image (masks, boxes, prompts); BGR uint8 unless ``image_format="RGB"``.
 
         Options: ``masks``, ``boxes``, ``prompts``, ``scores``, ``contours`` (bool),
-        ``alpha``, ``line_width``, ``image_format`` (see :func:`samkit.plotting.plot_results`).
+        ``alpha``, ``line_width``, ``image_format`` (see :func:`samkit.ops.plotting.plot_results`).
         """
         from .ops.plotting import plot_results
 

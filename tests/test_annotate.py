@@ -423,3 +423,42 @@ def test_sigkilled_run_resumes_to_the_same_files(tmp_path, sam):
     summary = auto_annotate(tmp_path / "images", output_dir=out, **args)
     assert (summary.skipped, summary.annotated) == (3, 3)
     assert tree(out) == tree(clean)
+
+
+def _yolo_labels_without_names(tmp_path):
+    """Images and YOLO detection labels with COCO class ids 0, 5, 27, and no classes.txt."""
+    images = make_folder(tmp_path / "images", 2)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for i, img in enumerate(images):
+        h, w = img.shape[:2]
+        lines = []
+        for cls, (x1, y1, x2, y2) in zip((0, 5, 27), boxes_for(img)):
+            cx, cy, bw, bh = (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h
+            lines.append(f"{cls} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}\n")
+        (labels / f"im{i}.txt").write_text("".join(lines))
+    return tmp_path / "images", labels
+
+
+@pytest.mark.parametrize("fmt", ["yolo", "coco"])
+def test_missing_class_names_are_reported_and_names_coco_fills_them(tmp_path, fmt, caplog):
+    data, labels = _yolo_labels_without_names(tmp_path)
+    kw = dict(labels=labels, sam_model=box_mask_sam(1), format=fmt, progress=False)
+    with caplog.at_level(logging.WARNING, logger="samkit.annotate"):
+        plain = auto_annotate(data, output_dir=tmp_path / "plain", **kw)
+    assert plain.objects > 0 and len(plain.notes) == 1
+    note = plain.notes[0]
+    assert "class names unknown" in note and "names=coco" in note and note in caplog.text
+    if fmt == "yolo":
+        assert "no data.yaml" in note and not (tmp_path / "plain" / "data.yaml").exists()
+    else:
+        assert 'named by their ids ("0", "5", ...)' in note
+
+    named = auto_annotate(data, output_dir=tmp_path / "named", names="coco", **kw)
+    assert named.notes == []
+    if fmt == "yolo":
+        names = yaml.safe_load((tmp_path / "named" / "data.yaml").read_text())["names"]
+        assert (names[0], names[5], names[27], len(names)) == ("person", "bus", "tie", 80)
+    else:
+        cats = {c["id"]: c["name"] for c in COCO(str(named.annotations_file)).dataset["categories"]}
+        assert (cats[0], cats[5], cats[27]) == ("person", "bus", "tie")

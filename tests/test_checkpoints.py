@@ -241,3 +241,40 @@ def test_download_of_a_synthetic_checkpoint_from_a_local_server(tmp_path, monkey
         assert model.config.encoder.kind == "tiny_vit"
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("request_name", "placed", "expected"),
+    [
+        ("sam_b", "sam_b.pt", "sam_b.pt"),  # Ultralytics' file under the variant name
+        ("sam_b", "sam_vit_b_01ec64.pth", "sam_vit_b_01ec64.pth"),
+        ("sam_b.pt", "sam_vit_b_01ec64.pth", "sam_vit_b_01ec64.pth"),  # same weights
+        ("sam_vit_b_01ec64.pth", "sam_b.pt", "sam_b.pt"),
+        ("vit_l", "sam_l.pt", "sam_l.pt"),
+        ("sam_h", "sam_h.pt", "sam_h.pt"),
+        ("mobile_sam", "mobile_sam.pt", "mobile_sam.pt"),
+    ],
+)
+def test_any_official_file_of_the_variant_in_the_cache_is_found(
+    tmp_path, monkeypatch, request_name, placed, expected
+):
+
+    monkeypatch.chdir(tmp_path)  # no file of that name in the working directory
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / placed).write_bytes(b"x")
+    assert resolve_checkpoint(request_name, cache=cache, download=False) == cache / expected
+
+
+def test_the_requested_file_wins_and_a_missing_one_names_the_cache(tmp_path, monkeypatch):
+
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name in ("sam_b.pt", "sam_vit_b_01ec64.pth"):
+        (cache / name).write_bytes(b"x")
+    assert resolve_checkpoint("sam_b.pt", cache=cache, download=False).name == "sam_b.pt"
+    assert resolve_checkpoint("sam_b", cache=cache, download=False).name == "sam_vit_b_01ec64.pth"
+    with pytest.raises((CheckpointError, DownloadError), match="mobile_sam.pt") as exc:
+        resolve_checkpoint("mobile_sam", cache=cache, download=False)
+    assert str(cache) in str(exc.value)

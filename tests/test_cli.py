@@ -20,8 +20,13 @@ def samkit_cmd() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "samkit"]
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 def run(*args: str, env_extra: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, SAMKIT_OFFLINE="1", **(env_extra or {}))
+    # PYTHONPATH: the command runs this tree's samkit, not whichever one is installed
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, SAMKIT_OFFLINE="1", PYTHONPATH=path, **(env_extra or {}))
     return subprocess.run(
         [*samkit_cmd(), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
     )
@@ -85,7 +90,7 @@ def test_info_on_a_synthetic_checkpoint(tiny_checkpoint):
 def test_subcommand_help_lists_arguments_and_defaults():
     r = run("info", "--help")
     assert r.returncode == 0
-    assert "model" in r.stdout and "(default: 'sam_b.pt')" in r.stdout
+    assert "model" in r.stdout and "(default: sam_b.pt)" in r.stdout
 
 
 def test_usage_errors_exit_2_without_traceback():
@@ -169,9 +174,10 @@ def test_predict_errors(cli_workspace):
     r = run("predict", f"model={ckpt}", cwd=ws)
     assert r.returncode == 2 and "'source' is required" in r.stderr
     r = run("predict", f"model={ckpt}", f"source={ws / 'a.png'}", "bboxes=[1,2,3]", cwd=ws)
-    assert r.returncode in (1, 2) and "Traceback" not in r.stderr and "box" in r.stderr.lower()
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "box" in r.stderr.lower()
     r = run("predict", f"model={ckpt}", f"source={ws / 'missing.png'}", cwd=ws)
     assert r.returncode == 1 and "missing.png" in r.stderr
+    assert not (ws / "runs").exists()  # failed runs leave no empty run directory
     r = run("predict", f"model={ckpt}", f"source={ws / 'a.png'}", "name=../escape", cwd=ws)
     assert r.returncode == 2 and not (ws.parent / "escape").exists()
 
@@ -268,6 +274,7 @@ def test_predict_without_prompts_segments_everything(cli_workspace):
     assert r.returncode == 2 and "only used without prompts" in r.stderr
 
 
+@pytest.mark.slow
 def test_benchmark_subcommand_prints_table_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     r = run(
@@ -285,3 +292,81 @@ def test_benchmark_subcommand_prints_table_and_writes_json(tmp_path):
     assert "mobile_sam" in r.stdout
     r = run("benchmark", "models=[sam_x]")
     assert r.returncode == 2 and "unknown ['sam_x']" in r.stderr
+
+
+def test_prompt_errors_exit_2_before_the_model_loads(cli_workspace, tmp_path):
+    ws, _ = cli_workspace
+    missing_model = tmp_path / "nowhere" / "sam_b.pt"  # loading it would fail with exit 1
+    r = run(
+        "predict",
+        f"model={missing_model}",
+        f"source={ws / 'a.png'}",
+        "points=[900,370]",
+        "labels=[1,0]",
+        cwd=ws,
+    )
+    assert r.returncode == 2, r.stderr
+    assert "one point (x, y), so labels needs one label per point" in r.stderr
+    assert not (ws / "runs").exists()
+
+
+def test_point_outside_the_image_exits_2_and_leaves_no_run_dir(cli_workspace):
+    ws, ckpt = cli_workspace
+    r = run("predict", f"model={ckpt}", f"source={ws / 'a.png'}", "points=[5000,5]", cwd=ws)
+    assert r.returncode == 2 and "lies outside" in r.stderr and "Traceback" not in r.stderr
+    assert not (ws / "runs").exists()
+    r = run("predict", f"model={ckpt}", f"source={ws / 'a.png'}", "points=[[60,60]]", cwd=ws)
+    assert r.returncode == 0 and (ws / "runs" / "predict").is_dir()  # not predict2
+
+
+def test_everything_with_no_mask_exits_0_and_names_the_filter(tmp_path):
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "grey.png"), np.full((240, 320, 3), 128, np.uint8))
+    r = run("predict", "model=samkit-demo", "source=grey.png", "points_stride=8", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "runs" / "predict" / "results.json").read_text())
+    assert data["mode"] == "everything" and data["images"][0]["masks"] == []
+    assert "1 image(s), 0 mask(s)" in r.stdout
+    assert "64 points -> 192 masks decoded" in r.stderr
+    assert "no mask passed: the predicted-IoU filter (conf_thres=0.88) removed all 192" in r.stderr
+    r = run(
+        "predict",
+        "model=samkit-demo",
+        "source=grey.png",
+        "points_stride=8",
+        "conf_thres=0",
+        "verbose=false",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0 and "no mask passed the segment-everything filters" in r.stderr
+    assert "stability filter" in r.stderr  # the library's warning names the filter
+
+
+def test_help_shows_each_default_once_and_short():
+    r = run("predict", "--help")
+    assert r.returncode == 0
+    assert "(default: -)" not in r.stdout and "3413333" not in r.stdout
+    for line in r.stdout.splitlines():
+        assert line.count("(default") <= 1 and not ("(required)" in line and "default" in line)
+    assert "(default: 0.3413)" in r.stdout and "(default: 0.88)" in r.stdout
+
+
+def test_seed_writes_a_stand_in_checkpoint_that_loads_under_its_official_name(tmp_path):
+    import torch
+
+    from samkit import SAM, VARIANTS
+    from samkit.zoo.seeded import seeded_state_dict
+
+    r = run("seed", "model=mobile_sam", f"out={tmp_path / 'mobile_sam.pt'}")
+    assert r.returncode == 0, r.stderr
+    assert "seeded stand-in weights of MobileSAM" in r.stdout and "meaningless" in r.stdout
+    model = SAM("mobile_sam", cache_dir=tmp_path, download=False)  # found in the cache
+    assert model.name == "mobile_sam"
+    expected = seeded_state_dict(VARIANTS["mobile_sam"].config.build())
+    loaded = torch.load(tmp_path / "mobile_sam.pt", weights_only=True)
+    assert loaded.keys() == expected.keys()
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+    assert [p.name for p in tmp_path.iterdir()] == ["mobile_sam.pt"]  # no temporary left
+    r = run("seed", "model=sam_x")
+    assert r.returncode == 2 and "give one of sam_b, sam_l, sam_h, mobile_sam" in r.stderr

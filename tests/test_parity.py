@@ -44,6 +44,7 @@ def _check_case(name, args, ref, predictor):
     assert (masks == ref_masks).mean() >= 0.999, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["mobile_sam", "sam_b"])
 def test_parity_with_reference(arch, request, image_a, parity_manifest):
     model = request.getfixturevalue(f"seeded_{arch}")
@@ -73,6 +74,7 @@ def test_parity_with_reference(arch, request, image_a, parity_manifest):
             _check_case(name, args, ref, predictor)
 
 
+@pytest.mark.slow
 def test_bgr_input_matches_rgb(seeded_mobile_sam, image_a):
     p = SamPredictor(seeded_mobile_sam)
     p.set_image(image_a)

@@ -64,6 +64,22 @@ def test_no_prompts_is_empty():
         ({"points": [[1, 2], [3, 4]], "labels": [1]}, "one label per point"),
         ({"points": [[1, 2], [3, 4]], "labels": [[1, 0]]}, "for one object with 2 points"),
         ({"points": [[1, 2]], "labels": [2]}, "labels must be 1 (foreground), 0"),
+        (
+            {"points": [900, 370], "labels": [1, 0]},
+            "points=(900, 370) is one point (x, y), so labels needs one label per point: one "
+            "label, e.g. [1]; got 2 label(s) (labels of shape (2,)) - for 2 objects of one "
+            "point each pass 2 points, shape (2, 2)",
+        ),
+        (
+            {"points": [[1, 2], [3, 4]], "labels": [1, 1, 1]},
+            "points of shape (2, 2) are 2 objects of one point each, so labels needs one label "
+            "per point: 2 labels, shape (2,); got 3 label(s)",
+        ),
+        (
+            {"points": [[[1, 2], [3, 4]]], "labels": [1, 1]},
+            "points of shape (1, 2, 2) are 1 object(s) of 2 point(s) each, so labels needs "
+            "shape (1, 2), one label per point; got 2 label(s) (labels of shape (2,))",
+        ),
         ({"points": [[[1, 2], [3, 4]]], "labels": [[-1, -1]]}, "object 0 have label -1"),
         ({"labels": [1]}, "labels were given without points"),
         ({"bboxes": [1, 2, 3]}, "bboxes must have shape (4,) or (N, 4)"),

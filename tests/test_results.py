@@ -240,3 +240,28 @@ def test_lazy_ops_exports_are_the_functions():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_no_masks_convert_and_serialize(results):
+    empty = results[:0]
+    assert len(empty) == 0 and empty.areas.shape == (0,) and empty.areas.dtype == np.int64
+    data = json.loads(empty.to_json())
+    assert data["masks"] == [] and (data["height"], data["width"]) == (H, W)
+    assert empty.to_coco_rle() == [] and empty.to_yolo() == ""
+    none = Results(results.orig_img, "grey.png", np.zeros((0, H, W), bool), np.zeros(0))
+    assert json.loads(none.to_json())["masks"] == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_follow_the_umask(results, tmp_path, umask):
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        overlay = results.save(tmp_path / "overlay.png")
+        masks = results.save_masks(tmp_path / "masks")
+    finally:
+        os.umask(old)
+    for p in [overlay, *masks]:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p

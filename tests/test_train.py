@@ -67,6 +67,7 @@ def _loose_labels(root: Path, grow: int = 3) -> None:
         path.write_text(json.dumps(coco))
 
 
+@pytest.mark.slow
 def test_short_fine_tuning_raises_val_miou(tmp_path):
     # The default fine-tuning setup (frozen image encoder, cached embeddings) on new data.
     root = write_shapes_dataset(tmp_path / "loose", n_train=16, n_val=8, seed=5).parent

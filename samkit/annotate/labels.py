@@ -31,6 +31,20 @@ _COORD_TOLERANCE = 0.01  # normalized coordinates may overshoot 0..1 by rounding
 
 
 # -- class names -------------------------------------------------------------------------------
+#: The 80 COCO detection classes in the 0-based order of YOLO models trained on COCO
+#: (``names="coco"``); COCO JSON files carry their own names under their own (1-based) ids.
+COCO80 = (
+    "person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant "
+    "stop_sign parking_meter bench bird cat dog horse sheep cow elephant bear zebra giraffe "
+    "backpack umbrella handbag tie suitcase frisbee skis snowboard sports_ball kite baseball_bat "
+    "baseball_glove skateboard surfboard tennis_racket bottle wine_glass cup fork knife spoon "
+    "bowl banana apple sandwich orange broccoli carrot hot_dog pizza donut cake chair couch "
+    "potted_plant bed dining_table toilet tv laptop mouse remote keyboard cell_phone microwave "
+    "oven toaster sink refrigerator book clock vase scissors teddy_bear hair_drier toothbrush"
+)
+COCO80_NAMES = {i: n.replace("_", " ") for i, n in enumerate(COCO80.split())}
+
+
 def read_names_file(path: str | os.PathLike) -> dict[int, str]:
     """Class names from a ``classes.txt`` (one name per line, line index = id) or a YAML file
     with a ``names`` list or ``{id: name}`` mapping (Ultralytics data.yaml; needs pyyaml)."""

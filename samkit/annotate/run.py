@@ -33,7 +33,7 @@ from .detectors import (
     is_ultralytics_model,
     normalize_names,
 )
-from .labels import CocoBoxes, YoloLabelBoxes, read_names_file
+from .labels import COCO80_NAMES, CocoBoxes, YoloLabelBoxes, read_names_file
 from .writers import CocoWriter, SegmentedObject, YoloWriter
 
 logger = logging.getLogger("samkit.annotate")
@@ -64,6 +64,7 @@ class AnnotateSummary:
     dropped: int = 0  # boxes whose mask was empty or had no polygon of >= 3 points
     failures: list[AnnotateFailure] = field(default_factory=list)
     names: dict[int, str] | None = None
+    notes: list[str] = field(default_factory=list)  # things the user should know (no names, ...)
     annotations_file: Path | None = None  # the COCO JSON (format="coco")
     seconds: float = 0.0
 
@@ -118,13 +119,15 @@ def auto_annotate(
         format: "yolo" (a ``.txt`` per image, ``classes.txt``, ``data.yaml``) or "coco"
             (``annotations.json``).
         overwrite: redo images that already have a result (default: skip them, i.e. resume).
-        names: class names (list, ``{id: name}``, or a classes.txt / data.yaml path); default
-            from the detector, the COCO categories, or a classes.txt / data.yaml by the labels.
+        names: class names (list, ``{id: name}``, a classes.txt / data.yaml path, or "coco"
+            for the 80 COCO classes in YOLO's 0-based order); default from the detector, the
+            COCO categories, or a classes.txt / data.yaml by the labels. Without names, the
+            summary's ``notes`` say so (no data.yaml; COCO categories named by id).
         segmentation: COCO masks as "rle" (exact) or "polygon". parts: YOLO multi-part masks
             "merge"d into one polygon (like Ultralytics), "split" one line per part, or "largest".
         recursive: include images in subfolders (results mirror the folder structure).
         precision: SAM image encoder precision, "fp32" (reference), "bf16" or "auto" (bf16
-            where the hardware has it); see :mod:`samkit.precision`.
+            where the hardware has it); see :mod:`samkit.predict.precision`.
         progress: show a progress bar.
 
     Returns:
@@ -162,6 +165,9 @@ def auto_annotate(
             ids = source.to_output_ids
             mapped = {ids[c]: n for c, n in class_names.items() if c in ids}
         summary.names = mapped
+        if not mapped:
+            summary.notes.append(_no_names_note(fmt))
+            logger.warning("auto_annotate: %s", summary.notes[-1])
         if fmt == "yolo":
             writer.finish(root, mapped)
         else:
@@ -275,7 +281,23 @@ def _class_filter(classes: int | Sequence[int] | None) -> set[int] | None:
         raise SamkitError(f"classes must be class ids (integers), got {classes!r}") from exc
 
 
+def _no_names_note(fmt: str) -> str:
+    """What happens without class names, and how to give them."""
+    what = (
+        "no data.yaml or classes.txt written"
+        if fmt == "yolo"
+        else 'COCO categories are named by their ids ("0", "5", ...)'
+    )
+    return (
+        f"class names unknown (none given, none from the detector, no classes.txt or data.yaml "
+        f"next to the labels): {what}; pass names=[...], names=classes.txt, names=data.yaml, "
+        f"or names=coco for the 80 COCO classes of COCO-trained YOLO models"
+    )
+
+
 def _names(names: Any) -> dict[int, str] | None:
+    if isinstance(names, str) and names.lower() == "coco" and not Path(names).exists():
+        return dict(COCO80_NAMES)
     if isinstance(names, (str, os.PathLike)):
         return read_names_file(names)
     return normalize_names(names)

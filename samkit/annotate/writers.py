@@ -132,8 +132,7 @@ class YoloWriter(_Writer):
 
     def finish(self, images_root: Path, names: dict[int, str] | None) -> None:
         """Write ``classes.txt`` and ``data.yaml`` when the class names are known."""
-        if not names:
-            logger.info("class names unknown: no data.yaml written (pass names= to get one)")
+        if not names:  # auto_annotate reports it (AnnotateSummary.notes)
             return
         text = "".join(n + "\n" for n in names_list(names))
         atomic_write(self.out_dir / "classes.txt", text, self.tmp_dir)

@@ -148,12 +148,29 @@ def parse_args(argv: Sequence[str], spec: Sequence[Arg], command: str) -> dict[s
     return values
 
 
+def _show(value: Any) -> str:
+    """A default as the user would type it: short floats, lists without quotes."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_show(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _default_text(arg: Arg) -> str:
+    """`` (default: X)`` unless the help already says it (required, or its own default)."""
+    if "(required)" in arg.help or "(default" in arg.help:
+        return ""
+    return "" if arg.default is None else f" (default: {_show(arg.default)})"
+
+
 def format_help(command: str, summary: str, spec: Sequence[Arg], usage: str = "") -> str:
     lines = [f"usage: samkit {command} {usage or '[key=value ...]'}", "", summary, "", "arguments:"]
     width = max((len(a.name) for a in spec), default=0)
     for a in spec:
-        default = "-" if a.default is None else repr(a.default)
-        lines.append(f"  {a.name:<{width}}  {a.help} (default: {default})")
+        lines.append(f"  {a.name:<{width}}  {a.help}{_default_text(a)}")
     lines.append("")
     lines.append("Arguments are written key=value or --key value; lists as [x1,y1,x2,y2].")
     return "\n".join(lines)

@@ -13,7 +13,12 @@ from typing import Any
 from .args import Arg, UsageError
 
 EVERYTHING_ARGS = [
-    Arg("points_stride", 32, "everything: points per image side of the prompt grid", "int"),
+    Arg(
+        "points_stride",
+        32,
+        "everything: points per side of the prompt grid, in each crop (points_stride² per crop)",
+        "int",
+    ),
     Arg("points_batch_size", 64, "everything: points decoded per batch", "int"),
     Arg("conf_thres", 0.88, "everything: predicted-IoU threshold", "float"),
     Arg("stability_score_thresh", 0.95, "everything: stability-score threshold", "float"),
@@ -47,20 +52,24 @@ PREDICT_ARGS = [
     Arg("save_masks", True, "save each mask as a PNG under masks/", "bool"),
     Arg("save_txt", False, "save YOLO polygon labels under labels/", "bool"),
     Arg("cache_dir", None, "directory for downloaded checkpoints", "path"),
+    Arg(
+        "verbose",
+        True,
+        "segment everything: progress bar with the time left, and what each filter kept",
+        "bool",
+    ),
 ]
 
 
 def increment_dir(parent: Path, name: str, exist_ok: bool) -> Path:
-    """``parent/name``, or ``name2``, ``name3``, ... when it already exists (unless exist_ok)."""
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name in (".", ".."):
-        raise UsageError(f"argument 'name': {name!r} must be a plain directory name")
-    path = parent / name
-    if exist_ok or not path.exists():
-        return path
-    n = 2
-    while (parent / f"{name}{n}").exists():
-        n += 1
-    return parent / f"{name}{n}"
+    """:func:`samkit.data.run_dirs.increment_dir`, a bad name being a usage error."""
+    from ..data.run_dirs import increment_dir as numbered
+    from ..errors import SamkitError
+
+    try:
+        return numbered(parent, name, exist_ok)
+    except SamkitError as e:
+        raise UsageError(str(e)) from None
 
 
 def _unique_stem(result, used: set[str]) -> str:
@@ -83,7 +92,9 @@ def _atomic_text(path: Path, text: str) -> None:
 def run_predict(args: dict[str, Any]) -> int:
     from tqdm import tqdm
 
+    from ..errors import PromptError
     from ..model import SAM
+    from ..predict.prompts import parse_prompts
 
     if args["source"] is None:
         raise UsageError("argument 'source' is required: samkit predict source=image.jpg")
@@ -93,10 +104,14 @@ def run_predict(args: dict[str, Any]) -> int:
         raise UsageError(
             f"segment-everything arguments ({', '.join(sorted(everything))}) are only used without prompts"
         )
+    try:  # shapes, labels and counts need no image: check them before the model loads
+        parse_prompts(**prompts)
+    except PromptError as e:
+        raise UsageError(str(e)) from None
     model = SAM(args["model"], cache_dir=args["cache_dir"], device=args["device"])
     save_dir = increment_dir(Path(args["project"]), args["name"], args["exist_ok"])
 
-    call_kwargs = {} if prompts else everything
+    call_kwargs = {} if prompts else {**everything, "verbose": args["verbose"]}
     stream = model(
         args["source"],
         **prompts,
@@ -107,11 +122,13 @@ def run_predict(args: dict[str, Any]) -> int:
         vid_stride=args["vid_stride"],
         **call_kwargs,
     )
-    save_dir.mkdir(parents=True, exist_ok=True)
     records, used = [], set()
     n_images = n_masks = 0
     t0 = time.perf_counter()
-    for result in tqdm(stream, desc="samkit predict", unit="img", file=sys.stderr, disable=None):
+    # the run directory is made when there is something to write: a failed run leaves none
+    bar = tqdm(stream, desc="samkit predict", unit="img", file=sys.stderr, disable=None)
+    for result in bar:
+        save_dir.mkdir(parents=True, exist_ok=True)
         stem = _unique_stem(result, used)
         if args["save"]:
             result.save(save_dir / f"{stem}.png")
@@ -135,6 +152,7 @@ def run_predict(args: dict[str, Any]) -> int:
         "images": records,
         "skipped": skipped,
     }
+    save_dir.mkdir(parents=True, exist_ok=True)
     _atomic_text(save_dir / "results.json", json.dumps(summary))
     for e in skipped:
         print(f"samkit predict: skipped {e['path']}: {e['reason']}", file=sys.stderr)
@@ -143,6 +161,12 @@ def run_predict(args: dict[str, Any]) -> int:
         f"{n_images} image(s), {n_masks} mask(s), {len(skipped)} skipped, {per_image}; "
         f"results saved to {save_dir}"
     )
+    if n_images and not n_masks and not prompts and not args["verbose"]:
+        print(
+            "no mask passed the segment-everything filters (run with verbose=true to see which "
+            "filter removed them)",
+            file=sys.stderr,
+        )
     if n_images == 0:
         return 1
     return 0
@@ -176,7 +200,12 @@ ANNOTATE_ARGS = [
         "output directory (default: <data>_auto_annotate_labels next to data)",
         "path",
     ),
-    Arg("names", None, "class names: a list, or a classes.txt / data.yaml path", "any"),
+    Arg(
+        "names",
+        None,
+        "class names: a list, a classes.txt / data.yaml path, or coco (the 80 COCO classes)",
+        "any",
+    ),
     Arg("device", "", "cpu, cuda, cuda:N ('' = CUDA when available, else CPU)", "str"),
     Arg("conf", 0.25, "detector confidence threshold", "float"),
     Arg("iou", 0.45, "detector NMS IoU threshold", "float"),
@@ -208,6 +237,8 @@ def run_annotate(args: dict[str, Any]) -> int:
     summary = auto_annotate(**args, progress=True)
     for failure in summary.failures:
         print(f"samkit annotate: failed {failure.path}: {failure.reason}", file=sys.stderr)
+    for note in summary.notes:
+        print(f"samkit annotate: note: {note}", file=sys.stderr)
     print(
         f"{summary.images} image(s): {summary.annotated} annotated, {summary.skipped} already done, "
         f"{summary.empty} empty, {len(summary.failures)} failed; {summary.objects} object(s), "
@@ -303,4 +334,38 @@ def run_export(args: dict[str, Any]) -> int:
     paths = model.export(args["format"], args["output_dir"], **options)
     for kind, path in paths.items():
         print(f"{kind:<14} {path}")
+    return 0
+
+
+SEED_ARGS = [
+    Arg("model", None, "variant: sam_b, sam_l, sam_h or mobile_sam (required)", "str"),
+    Arg(
+        "out",
+        None,
+        "file to write (default: <official file name> in the current directory, e.g. sam_b.pt)",
+        "path",
+    ),
+]
+
+
+def run_seed(args: dict[str, Any]) -> int:
+    from ..zoo.registry import VARIANTS, get_variant
+    from ..zoo.seeded import write_seeded_checkpoint
+
+    names = [n for n, v in VARIANTS.items() if v.packaged is None]
+    variant = get_variant(str(args["model"])) if args["model"] is not None else None
+    if variant is None or variant.packaged is not None:
+        raise UsageError(
+            f"argument 'model': give one of {', '.join(names)} (got {args['model']!r})"
+        )
+    ultralytics = [f.filename for f in variant.files if f.filename.endswith(".pt")]
+    default = ultralytics[0] if ultralytics else variant.default_file.filename
+    out = Path(args["out"] if args["out"] is not None else default)
+    path = write_seeded_checkpoint(variant.name, out)
+    size = path.stat().st_size / 2**20
+    print(f"wrote {path} ({size:.1f} MiB): seeded stand-in weights of {variant.title}")
+    print(
+        "its masks are meaningless: use it to try code offline (place it in the cache under an "
+        "official name, or pass its path); real weights: see the README"
+    )
     return 0

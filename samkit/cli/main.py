@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import __version__
-from ..errors import SamkitError
+from ..errors import PromptError, SamkitError
 from . import commands as cli_commands
 from .args import Arg, Command, UsageError, format_help, parse_args
 
@@ -107,6 +107,16 @@ register(
     )
 )
 
+register(
+    Command(
+        "seed",
+        "Write a stand-in checkpoint with seeded weights (offline trials; its masks mean nothing).",
+        cli_commands.SEED_ARGS,
+        _runner("run_seed"),
+        usage="model=sam_b [out=sam_b.pt]",
+    )
+)
+
 
 def _top_help() -> str:
     width = max(len(n) for n in COMMANDS)
@@ -151,6 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         values = parse_args(rest, command.spec, command.name)
         return command.run(values)
     except UsageError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"samkit {name}: error: {e}", file=sys.stderr)
+        return 2
+    except PromptError as e:  # a bad prompt value is a usage error, whenever it is found
         if debug:
             traceback.print_exc()
         print(f"samkit {name}: error: {e}", file=sys.stderr)

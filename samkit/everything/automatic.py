@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,9 +14,12 @@ from ..models import Sam
 from ..ops.rle import mask_to_rle, rle_to_coco
 from ..predict.sam_predictor import SamPredictor
 from .engine import AmgParams, generate_mask_set
+from .report import META_NAMES, empty_reason, summary
 from .segment import resolve_dtype
 
 __all__ = ["SamAutomaticMaskGenerator"]
+
+log = logging.getLogger("samkit")
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
@@ -72,6 +77,7 @@ class SamAutomaticMaskGenerator:
         self.precision = precision
         self.progress = progress
         self.last_stats: dict[str, float] = {}  # counters and timings of the last generate()
+        self.last_summary = ""  # what each filter kept in the last generate(), in words
 
     def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
         """Masks of an ``H x W x 3`` uint8 RGB image as a list of records.
@@ -85,6 +91,13 @@ class SamAutomaticMaskGenerator:
         data, cleaned, self.last_stats = generate_mask_set(
             self.predictor, image, self.params, dtype, self.progress
         )
+        self.last_summary = summary(self.last_stats, self.params, META_NAMES)
+        if self.progress:
+            print(self.last_summary, file=sys.stderr, flush=True)
+        elif not len(data):
+            log.warning(
+                "segment everything: %s", empty_reason(self.last_stats, self.params, META_NAMES)
+            )
         masks = enumerate(cleaned) if cleaned is not None else data.masks()
         records = []
         for i, mask in masks:

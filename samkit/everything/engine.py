@@ -8,7 +8,7 @@ preferring smaller crops, and optional small-region clean-up (holes, then island
 another NMS.
 
 What the reference computes and then throws away is skipped: the mask decoder shares the
-prompt-independent work of a crop (:class:`~samkit.fast_decode.PointDecoder`), predicts IoUs
+prompt-independent work of a crop (:class:`~samkit.predict.fast_decode.PointDecoder`), predicts IoUs
 before upscaling and upscales only masks that pass the IoU filter; stability scores, areas and
 boxes are computed from the low-res logits without materializing full-resolution logits
 (:mod:`samkit.ops.upsample`); full-resolution binary masks are built only for the masks that
@@ -192,9 +192,11 @@ def generate_mask_set(
     Returns the kept masks; when ``min_mask_region_area > 0`` their cleaned binary masks
     (``H x W`` bool each, in the same order), otherwise None (build them with ``.masks()``);
     and counters and timings: ``points``, ``masks_decoded``, ``iou_pass`` (masks above the
-    IoU threshold), ``prompts_upscaled``, ``stability_pass`` (also past the crop-edge test),
-    ``crop_nms_kept`` and ``kept``; ``encode_s``, ``decode_s``, ``stats_s``, ``nms_s``,
-    ``cleanup_s`` (seconds).
+    IoU threshold), ``prompts_upscaled``, ``stability_pass`` (also above the stability
+    threshold), ``edge_pass`` (also away from inner crop edges), ``crop_nms_kept`` (after the
+    box NMS within each crop), ``crops`` and ``kept``; ``best_iou`` (highest predicted IoU
+    seen), ``best_stability`` (highest stability score of a mask past the IoU filter);
+    ``encode_s``, ``decode_s``, ``stats_s``, ``nms_s``, ``cleanup_s`` (seconds).
     """
     stats: Counter = Counter()
     image = check_image(image_rgb)
@@ -204,9 +206,7 @@ def generate_mask_set(
     )
     grids = params.grids()
     decoder = PointDecoder(predictor.model, dtype)
-    bar = _progress(
-        progress, sum(-(-len(grids[li]) // params.points_per_batch) for li in layer_idxs)
-    )
+    bar = _progress(progress, sum(len(grids[li]) for li in layer_idxs), len(crop_boxes))
     parts, plans = [], []
     try:
         for ci, (box, li) in enumerate(zip(crop_boxes, layer_idxs)):
@@ -219,6 +219,7 @@ def generate_mask_set(
         if bar is not None:
             bar.close()
     data = MaskSet.concat(parts, (h, w), plans)
+    stats["crops"] = len(crop_boxes)
     stats["crop_nms_kept"] = len(data)
     t0 = time.perf_counter()
     if len(crop_boxes) > 1 and len(data):
@@ -290,12 +291,18 @@ def _process_crop(
         stats["iou_pass"] += len(low)
         stats["prompts_upscaled"] += int(keep.any(1).sum())
         stab = counts[:, 0].to(torch.int32) / counts[:, 1].to(torch.int32)
+        if iou.numel():
+            stats["best_iou"] = max(stats.get("best_iou", -1.0), float(iou.max()))
+        if len(stab):
+            best = float(torch.nan_to_num(stab, nan=0.0).max())
+            stats["best_stability"] = max(stats.get("best_stability", -1.0), best)
         ok = torch.ones(len(low), dtype=torch.bool)
         if params.stability_score_thresh > 0:
             ok &= stab >= params.stability_score_thresh
+        stats["stability_pass"] += int(ok.sum())
         ok &= ~is_box_near_crop_edge(boxes, crop_box, [0, 0, w, h])
         sel = ok.nonzero()[:, 0]
-        stats["stability_pass"] += len(sel)
+        stats["edge_pass"] += len(sel)
         prompt = prompt.cpu()[sel].numpy()
         batches.append(
             MaskSet(
@@ -312,7 +319,12 @@ def _process_crop(
             )
         )
         if bar is not None:
-            bar.update(1)
+            bar.update(len(pts))
+            bar.set_postfix_str(
+                f"iou>{iou_thr:g}: {stats['iou_pass']}, stable: {stats['stability_pass']}, "
+                f"kept: {stats['edge_pass']}",
+                refresh=False,
+            )
     predictor.reset_image()
     data = MaskSet.concat(batches, (h, w), [])
     t0 = time.perf_counter()
@@ -350,9 +362,16 @@ def _remove_small_regions(
     return data.take(keep), [masks[i] for i in keep]
 
 
-def _progress(enabled: bool, total: int):
+def _progress(enabled: bool, total: int, crops: int):
+    """A tqdm bar over the point prompts on stderr (its rate and time left include the crop
+    encodes done so far)."""
     if not enabled:
         return None
+    import sys
+
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="segment everything", unit="batch")
+    desc = "segment everything" + (f" ({crops} crops)" if crops > 1 else "")
+    return tqdm(
+        total=total, desc=desc, unit="pt", file=sys.stderr, mininterval=0.5, dynamic_ncols=True
+    )

@@ -1,13 +1,15 @@
 """Segment everything: automatic mask generation over a grid of point prompts.
 
 :func:`segment_everything` takes Ultralytics' argument names and returns an
-:class:`EverythingOutput`; :class:`~samkit.automatic.SamAutomaticMaskGenerator` is the Meta-style
-interface. Both run :func:`~samkit.everything_core.generate_mask_set`, which computes what Meta's
+:class:`EverythingOutput`; :class:`~samkit.everything.automatic.SamAutomaticMaskGenerator` is the Meta-style
+interface. Both run :func:`~samkit.everything.engine.generate_mask_set`, which computes what Meta's
 reference computes (fp32: equal up to float rounding) without its wasted work.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +20,9 @@ import torch
 from ..errors import SamkitError
 from ..predict.sam_predictor import SamPredictor
 from .engine import AmgParams, generate_mask_set
+from .report import empty_reason, summary
+
+log = logging.getLogger("samkit")
 
 __all__ = ["EverythingOutput", "resolve_dtype", "segment_everything"]
 
@@ -33,8 +38,10 @@ class EverythingOutput:
         inclusive (``x2`` is the last column of the mask). points: ``N x 2`` float64 (x, y)
         point prompt of each mask. crop_boxes: ``N x 4`` int64 XYXY crop each mask came from
         (exclusive right/bottom; the whole image without crop layers).
-        stats: counters and timings (see :func:`~samkit.everything_core.generate_mask_set`),
+        stats: counters and timings (see :func:`~samkit.everything.engine.generate_mask_set`),
         plus ``masks_s`` (building the binary masks) and ``total_s``.
+        summary: one line of what each filter kept (plus, with no mask, which filter removed
+        them all; see :mod:`samkit.everything_report`).
     """
 
     masks: np.ndarray
@@ -44,6 +51,7 @@ class EverythingOutput:
     points: np.ndarray
     crop_boxes: np.ndarray
     stats: dict[str, float] = field(default_factory=dict)
+    summary: str = ""
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -99,11 +107,12 @@ def segment_everything(
     min_mask_region_area: int = 0,
     precision: str | None = None,
     progress: bool = False,
+    verbose: bool = False,
 ) -> EverythingOutput:
     """Segment everything in an ``H x W x 3`` uint8 RGB image (Ultralytics' argument names).
 
     Args:
-        predictor: a :class:`~samkit.predictor.SamPredictor`; its image is replaced.
+        predictor: a :class:`~samkit.predict.sam_predictor.SamPredictor`; its image is replaced.
         points_stride: points per side of the grid (``points_per_side``; None with
             ``point_grids``). points_batch_size: prompts decoded per batch.
         conf_thres: keep masks with predicted IoU above this (``pred_iou_thresh``).
@@ -116,7 +125,9 @@ def segment_everything(
         iou: box NMS threshold within a crop (``box_nms_thresh``).
         min_mask_region_area: fill holes and remove islands smaller than this (pixels).
         precision: "fp32" (exact), "bf16", "auto", or None (follow an active autocast).
-        progress: show a progress bar.
+        progress: show a progress bar (points decoded, masks past each filter, time left).
+        verbose: progress bar and a summary line on stderr. Either way, when no mask is kept,
+            a warning (logger ``samkit``) names the filter that removed them all.
     """
     params = AmgParams(
         points_per_side=points_stride,
@@ -134,7 +145,9 @@ def segment_everything(
     )
     t_start = time.perf_counter()
     dtype = resolve_dtype(precision, predictor.device)
-    data, cleaned, stats = generate_mask_set(predictor, image_rgb, params, dtype, progress)
+    data, cleaned, stats = generate_mask_set(
+        predictor, image_rgb, params, dtype, progress or verbose
+    )
     t0 = time.perf_counter()
     h, w = data.image_size
     n = len(data)
@@ -150,6 +163,11 @@ def segment_everything(
             masks[rank[i]] = m
     t1 = time.perf_counter()
     stats.update(masks_s=t1 - t0, total_s=t1 - t_start)
+    text = summary(stats, params)
+    if verbose:
+        print(text, file=sys.stderr, flush=True)
+    elif n == 0:
+        log.warning("segment everything: %s", empty_reason(stats, params))
     return EverythingOutput(
         masks=masks,
         scores=data.iou[order].astype(np.float32),
@@ -158,4 +176,5 @@ def segment_everything(
         points=data.points[order].astype(np.float64),
         crop_boxes=data.crop_boxes[order].astype(np.int64),
         stats=stats,
+        summary=text,
     )

@@ -100,16 +100,30 @@ def _parse_points(points: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, str
     lab = _as_array(labels, "labels")
     expected = {"single": [(), (1,)], "per_object": [(n,)], "grouped": [(n, k)]}[form]
     if lab.shape not in expected:
-        hint = ""
-        if form == "per_object" and lab.shape == (1, n):
-            hint = (
-                f"; points of shape ({n}, 2) are {n} objects of one point each - for one object "
-                f"with {n} points pass points of shape (1, {n}, 2) and labels (1, {n})"
+        got = f"got {lab.size} label(s) (labels of shape {lab.shape})"
+        if form == "single":
+            msg = f"points={_fmt(pts[0, 0])} is one point (x, y), so labels needs one label per point: one label, e.g. [1]; {got}"
+            if lab.ndim == 1 and lab.size > 1:
+                msg += (
+                    f" - for {lab.size} objects of one point each pass {lab.size} points, shape "
+                    f"({lab.size}, 2): [[x1, y1], [x2, y2], ...]"
+                )
+        elif form == "per_object":
+            msg = (
+                f"points of shape ({n}, 2) are {n} objects of one point each, so labels needs "
+                f"one label per point: {n} labels, shape ({n},); {got}"
             )
-        raise PromptError(
-            f"labels must have one label per point: shape {expected[0]} for points of shape "
-            f"{tuple(np.asarray(points).shape)}, got labels of shape {lab.shape}{hint}"
-        )
+            if lab.shape == (1, n):
+                msg += (
+                    f" - for one object with {n} points pass points of shape (1, {n}, 2) and "
+                    f"labels of shape (1, {n})"
+                )
+        else:
+            msg = (
+                f"points of shape ({n}, {k}, 2) are {n} object(s) of {k} point(s) each, so labels "
+                f"needs shape ({n}, {k}), one label per point; {got}"
+            )
+        raise PromptError(msg)
     _check_finite(lab, "labels", "label")
     if not np.isin(lab, (-1.0, 0.0, 1.0)).all():
         bad = lab[~np.isin(lab, (-1.0, 0.0, 1.0))].ravel()[0]

@@ -200,11 +200,20 @@ def resolve_checkpoint(
                 f"checkpoint not found: {path}. Pass the path of a SAM checkpoint file, or one of "
                 f"the known names: {', '.join(known)}"
             )
-        weights = found[1]  # e.g. sam_h.pt, not published by Ultralytics -> Meta's ViT-H file
-    cached = cache_dir(cache) / weights.filename
-    if cached.exists():
-        return cached
+        variant, weights = found  # e.g. sam_h.pt, not published by Ultralytics -> Meta's ViT-H
+    # Any official file of the variant already in the cache will do (sam_b.pt and Meta's
+    # sam_vit_b_01ec64.pth hold the same weights); the requested one first.
+    directory = cache_dir(cache)
+    for name in _cached_names(variant, weights.filename):
+        if (directory / name).is_file():
+            return directory / name
     return ensure_weights(weights, cache=cache, download=download)
+
+
+def _cached_names(variant: Variant, first: str) -> list[str]:
+    """File names under which ``variant``'s weights may sit in the cache, ``first`` first."""
+    names = [first, *(f.filename for f in variant.files), f"{variant.name}.pt"]
+    return list(dict.fromkeys(names))
 
 
 def packaged_file(filename: str) -> Path:

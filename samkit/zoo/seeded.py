@@ -9,11 +9,16 @@ zeros. Seeded models let tests and benchmarks run offline, with no real checkpoi
 from __future__ import annotations
 
 import math
+import os
+import secrets
 import zlib
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..errors import SamkitError
 
 
 def seeded_tensor(key: str, shape: tuple[int, ...]) -> torch.Tensor:
@@ -64,3 +69,36 @@ def seeded_model(name_or_config):
     model = config.build()
     model.load_state_dict(seeded_state_dict(model), strict=True)
     return model
+
+
+def write_seeded_checkpoint(name: str, path: str | os.PathLike) -> Path:
+    """Write a stand-in checkpoint of variant ``name`` (``sam_b``, ``mobile_sam``, ...) to ``path``.
+
+    The file is a plain state dict with Meta's key names and seeded (deterministic, random-like)
+    values, so it loads wherever the real file does (``SAM(path)``, or placed in the cache under
+    an official name for offline trials of code written for the real weights). Its masks mean
+    nothing. Written atomically (a temporary file renamed into place); returns ``path``.
+    """
+    from .registry import VARIANTS, get_variant
+
+    variant = get_variant(str(name))
+    if variant is None:
+        raise SamkitError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+    dest = Path(path).expanduser()
+    if dest.is_dir():
+        raise SamkitError(
+            f"{dest} is a directory; give the file to write, e.g. {dest / 'sam_b.pt'}"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    state = seeded_state_dict(variant.config.build())
+    tmp = dest.parent / f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return dest
