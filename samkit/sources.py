@@ -203,10 +203,13 @@ def load_image(
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     timeout: float = 30.0,
+    deadline: float | None = None,
 ) -> np.ndarray:
     """One image (path, URL, NumPy array in ``image_format``, PIL image) -> ``H x W x 3`` RGB uint8.
 
-    Raises :class:`ImageError` saying what could not be read and why.
+    URLs: ``timeout`` (s) bounds connecting and each read, ``deadline`` (s, default
+    ``URL_DEADLINE``) the whole download. Raises :class:`ImageError` saying what could not be
+    read and why.
     """
     if isinstance(source, np.ndarray):
         return array_to_rgb(source, image_format)
@@ -215,7 +218,8 @@ def load_image(
     if isinstance(source, (str, os.PathLike)):
         s = os.fspath(source)
         if _is_url(s):
-            return pil_to_rgb(_open_pil(io.BytesIO(_fetch(s, timeout)), s, max_pixels), s, None)
+            data = _fetch(s, timeout, URL_DEADLINE if deadline is None else deadline)
+            return pil_to_rgb(_open_pil(io.BytesIO(data), s, max_pixels), s, None)
         if not os.path.isfile(s):
             raise ImageError(f"no such image file: {s}")
         with open(s, "rb") as f:
@@ -331,12 +335,12 @@ def _to_uint8(a: np.ndarray, bit_depth: int | None) -> np.ndarray:
     )
 
 
-def _fetch(url: str, timeout: float) -> bytes:
+def _fetch(url: str, timeout: float, deadline: float = URL_DEADLINE) -> bytes:
     """The body of an http(s) URL: redirects only to http(s), at most ``MAX_URL_BYTES``, within
-    ``URL_DEADLINE`` seconds overall (``timeout`` bounds connecting and each read)."""
+    ``deadline`` seconds overall (``timeout`` bounds connecting and each read)."""
     try:
         with open_url(url, timeout) as resp:
-            return read_body(resp, MAX_URL_BYTES, Deadline(URL_DEADLINE))
+            return read_body(resp, MAX_URL_BYTES, Deadline(deadline))
     except urllib.error.HTTPError as exc:
         exc.close()
         raise ImageError(f"{url}: HTTP error {exc.code} {exc.reason}") from exc
