@@ -149,6 +149,8 @@ def _parse_yolo_line(line: str, where: str) -> tuple[np.ndarray, int, float]:
         values = [float(v) for v in line.split()]
     except ValueError:
         raise DatasetError(f"{where}: expected numbers 'class cx cy w h', got {line!r}") from None
+    if not values:
+        raise DatasetError(f"{where}: an empty label line")
     cls, coords = values[0], values[1:]
     if not math.isfinite(cls) or cls < 0 or cls != int(cls) or cls > MAX_CLASS_ID:
         raise DatasetError(
@@ -159,6 +161,8 @@ def _parse_yolo_line(line: str, where: str) -> tuple[np.ndarray, int, float]:
         cx, cy, bw, bh = coords[:4]
         if len(coords) == 5:
             score = coords[4]
+            if not math.isfinite(score):
+                raise DatasetError(f"{where}: the confidence must be a finite number, got {score}")
         if bw < 0 or bh < 0:
             raise DatasetError(f"{where}: negative box width or height in {line!r}")
         box = np.array([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2])
