@@ -108,7 +108,7 @@ def run_predict(args: dict[str, Any]) -> int:
         vid_stride=args["vid_stride"],
         **call_kwargs,
     )
-    save_dir.mkdir(parents=True, exist_ok=True)
+    safe_subdir(save_dir, "")  # OutputError naming the folder if it cannot be made
     records, used = [], set()
     n_images = n_masks = 0
     t0 = time.perf_counter()
