@@ -210,6 +210,15 @@ def checkpoint_cases(root: Path) -> list[Case]:
     p.write_bytes(len(header).to_bytes(8, "little") + header.encode() + bytes(16))
     add("safetensors offsets beyond the file", p)
 
+    p = d / "bad_pickle_stream.pt"  # found by benchmarks/fuzz_readers.py (atheris)
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(2)}, buf)
+    with zipfile.ZipFile(buf) as src, zipfile.ZipFile(p, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            dst.writestr(info, b"\x80\x02}s." if info.filename.endswith("data.pkl") else data)
+    add("pickle stream popping an empty stack", p)
+
     # these already passed before issue 20; kept so they stay passing
     p = d / "empty.pt"
     p.write_bytes(b"")
