@@ -168,7 +168,10 @@ def run_atheris(target: str, argv: list[str]) -> None:
     corpus_dir = Path(tempfile.mkdtemp(prefix=f"samkit-fuzz-{target}-seeds-"))
     for i, data in enumerate(seeds(target)):
         (corpus_dir / f"seed{i}").write_bytes(data)
-    atheris.Setup([argv[0], *argv[1:], str(corpus_dir)], harness)
+    flags = list(argv[1:])
+    if not any(f.startswith("-artifact_prefix") for f in flags):  # crashes go here, not to cwd
+        flags.append(f"-artifact_prefix={corpus_dir.parent / f'samkit-fuzz-{target}-crash-'}")
+    atheris.Setup([argv[0], *flags, str(corpus_dir)], harness)
     atheris.Fuzz()
 
 
