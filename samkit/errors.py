@@ -37,3 +37,8 @@ class DatasetError(SamkitError):
 
 class DependencyError(SamkitError, ImportError):
     """An optional dependency is not installed; the message gives the ``pip install`` command."""
+
+
+class OutputError(SamkitError):
+    """An output cannot be written where asked: a read-only folder, a full disk, a symbolic link
+    inside the output folder, or an existing user file that needs ``overwrite=True``."""

@@ -1,8 +1,9 @@
 """Running SAM over a source: images encoded in batches (with the embedding cache), all prompts
 of an image decoded together, one :class:`Results` per image.
 
-In a multi-image source (folder, glob, list, video) an unreadable image, or prompts that do not
-fit one image, is logged, recorded in ``.errors`` and skipped; a single image raises instead.
+In a multi-image source (folder, glob, list, video) an image that fails in any way (unreadable,
+prompts that do not fit it, an error while encoding or decoding it) is logged, recorded in
+``.errors`` and skipped, and the run goes on; a single image raises instead.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .data.sources import SourceItem, is_single_source, load_sources
-from .errors import PromptError, SamkitError
+from .errors import SamkitError
 from .everything.segment import segment_everything
 from .predict.embedding import Embedding, encode_images
 from .predict.precision import autocast
@@ -97,30 +98,68 @@ def run(
         log.warning("skipped %s: %s", where, reason)
         errors.append(SkippedItem(item.path, item.frame, reason))
 
+    def fail(item: SourceItem, exc: Exception) -> None:
+        # a multi-image source goes on whatever one image raises (KeyboardInterrupt still stops)
+        if strict:
+            raise exc
+        skip(item, _reason(exc))
+
     pending: list[tuple[SourceItem, Prompts]] = []
     for item in items:
         if not item.ok:
             skip(item, item.error)
             continue
         if prompts.empty:
-            yield _everything(predictor, item, everything or {})
+            try:
+                result = _everything(predictor, item, everything or {})
+            except Exception as exc:
+                fail(item, exc)
+                continue
+            yield result
             continue
         try:
             fitted = fit_prompts(prompts, *item.image.shape[:2], predictor.mask_size)
-        except PromptError as exc:
-            if strict:
-                raise
-            skip(item, str(exc))
+        except Exception as exc:
+            fail(item, exc)
             continue
         pending.append((item, fitted))
         if len(pending) >= batch:
-            yield from _flush(predictor, pending, multimask_output)
+            yield from _flush(predictor, pending, multimask_output, fail)
             pending = []
-    yield from _flush(predictor, pending, multimask_output)
+    yield from _flush(predictor, pending, multimask_output, fail)
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line reason for a skipped image: a samkit error's message, else type and text."""
+    if isinstance(exc, SamkitError):
+        return str(exc)
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _encode_isolated(predictor, images, fail_at) -> list[Embedding | None]:
+    """Encode ``images`` in one batch; if that raises, one by one so only the bad ones fail."""
+    try:
+        return list(encode_images(predictor.model, images, predictor.dtype))
+    except Exception as exc:
+        if len(images) == 1:
+            fail_at(0, exc)
+            return [None]
+    out: list[Embedding | None] = []
+    for i, image in enumerate(images):
+        try:
+            out.append(encode_images(predictor.model, [image], predictor.dtype)[0])
+        except Exception as exc:
+            fail_at(i, exc)
+            out.append(None)
+    return out
 
 
 def _flush(
-    predictor: Predictor, pending: list[tuple[SourceItem, Prompts]], multimask_output: bool
+    predictor: Predictor,
+    pending: list[tuple[SourceItem, Prompts]],
+    multimask_output: bool,
+    fail: Callable[[SourceItem, Exception], None],
 ) -> Iterator[Results]:
     """Encode the images not in the cache in one batch, then decode each image's prompts."""
     if not pending:
@@ -133,17 +172,30 @@ def _flush(
             found[key] = emb
     missing = [k for k in dict.fromkeys(keys) if k not in found]
     encode_ms = 0.0
+    failed: dict[str, Exception] = {}
     if missing:
         images = [pending[keys.index(k)][0].image for k in missing]
         t0 = time.perf_counter()
-        for key, emb in zip(missing, encode_images(predictor.model, images, predictor.dtype)):
-            found[key] = emb
-            predictor.cache.put(key, emb)
+
+        def fail_at(i: int, exc: Exception) -> None:
+            failed[missing[i]] = exc
+
+        for key, emb in zip(missing, _encode_isolated(predictor, images, fail_at)):
+            if emb is not None:
+                found[key] = emb
+                predictor.cache.put(key, emb)
         encode_ms = (time.perf_counter() - t0) * 1e3 / len(missing)
     encoded = set(missing)
     for key, (item, fitted) in zip(keys, pending):
-        predictor.set_embedding(found[key], item.image, item.path, item.frame)
-        result = predictor.decode_fitted(fitted, multimask_output)
+        if key in failed:
+            fail(item, failed[key])
+            continue
+        try:
+            predictor.set_embedding(found[key], item.image, item.path, item.frame)
+            result = predictor.decode_fitted(fitted, multimask_output)
+        except Exception as exc:
+            fail(item, exc)
+            continue
         result.speed["encode"] = encode_ms if key in encoded else 0.0
         encoded.discard(key)
         yield result

@@ -10,8 +10,6 @@ from __future__ import annotations
 import abc
 import json
 import os
-import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -24,6 +22,7 @@ import numpy as np
 from .errors import ImageError
 from .ops.polygons import mask_to_polygons, merge_polygons, normalize_polygon
 from .ops.rle import encode_coco_rle
+from .safeio import safe_name, write_atomic
 
 
 def masks_to_boxes_np(masks: np.ndarray) -> np.ndarray:
@@ -45,33 +44,9 @@ def masks_to_boxes_np(masks: np.ndarray) -> np.ndarray:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file; the file mode follows the umask
-    (0666 & ~umask, like ``open()``; ``mkstemp`` alone would leave 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    """The process umask: from /proc on Linux, else by setting it and restoring it at once."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    # a short temporary name (a long output name must not overflow the 255-byte limit), and an
+    # OSError (read-only folder, full disk) reported as OutputError naming ``path``
+    write_atomic(path, data)
 
 
 def _encode_image(image_bgr: np.ndarray, suffix: str) -> bytes:
@@ -103,8 +78,9 @@ def _set_low_res(self: Results, value: Any) -> None:
 
 
 def _safe_stem(name: str) -> str:
-    stem = Path(str(name)).stem or "image"
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).lstrip(".") or "image"
+    """An output file stem from any image name (unsafe characters replaced; a long name is
+    shortened with a hash, leaving room for ``_<frame>_<index>.png``)."""
+    return safe_name(Path(str(name)).stem or "image", max_bytes=150)
 
 
 class DeferredRows(abc.ABC):

@@ -160,7 +160,7 @@ def test_predict_numbers_run_dirs_and_skips_bad_images(cli_workspace):
         r = run(
             "predict", "--model", str(ckpt), "--source", str(ws), "--points", "[[60,60]]", cwd=ws
         )
-        assert r.returncode == 0, r.stderr
+        assert r.returncode == 3, r.stderr  # finished, one input skipped
     assert (ws / "runs" / "predict").is_dir() and (ws / "runs" / "predict2").is_dir()
     assert "2 image(s)" in r.stdout and "1 skipped" in r.stdout
     assert "broken.png" in r.stderr

@@ -20,13 +20,14 @@ ROOT = Path(samkit.__file__).parent
 # package of a strictly lower rank; packages of the same rank do not import each other.
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
-    ("ops",),  # plain functions over arrays and tensors
+    ("ops", "safeio"),  # plain functions over arrays and tensors; safe file and URL I/O
     ("models", "data", "results"),  # nn.Modules + InputSpec; image sources, datasets; Results
     ("zoo",),  # encoder-kind registry, variants, checkpoints, downloads, seeded weights
     ("predict",),  # one image: geometry, prompts, hardware, the predictors, the decode path
     ("everything", "annotate", "train", "export"),
     ("pipeline",),  # a source of images -> Results
     ("model",),  # the SAM facade
+    ("ultralytics_predictor",),  # Ultralytics-style SAMPredictor over the facade
     ("cli",),
     ("__main__", "__init__"),
 ]

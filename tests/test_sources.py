@@ -107,7 +107,7 @@ def test_rgba_array_drops_alpha_and_respects_order():
     [
         (np.zeros((4, 5, 2), np.uint8), "must be H x W, H x W x 3 or H x W x 4"),
         (np.zeros((0, 5, 3), np.uint8), "empty"),
-        (np.full((4, 5, 3), 2.0), "float image must hold values in [0, 1]"),
+        (np.full((4, 5, 3), 2.0), "float pixel values must lie in [0, 1]"),
         (np.full((4, 5, 3), np.nan), "NaN or inf"),
         (np.zeros((4, 5, 3), np.complex64), "unsupported image dtype"),
     ],

@@ -3,7 +3,7 @@
 A box source is called with ``(relative_path, image)`` (``image`` is ``H x W x 3`` RGB uint8)
 and returns :class:`Detections`. Sources here wrap a detector: any callable
 ``image -> (boxes_xyxy, class_ids[, scores])`` or an Ultralytics YOLO model (optional
-dependency). Existing label files are read by :mod:`samkit.datasets_io`.
+dependency). Existing label files are read by :mod:`samkit.annotate.labels`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ import numpy as np
 from ..errors import CheckpointError, DatasetError, DependencyError
 
 YOLO_HINT = 'pip install "samkit[yolo]"'
+#: Largest class id accepted anywhere (int32 range: a larger id is a corrupt label, and 1e20
+#: would wrap around in int64).
+MAX_CLASS_ID = 2**31 - 1
 
 
 @dataclass
@@ -55,8 +58,15 @@ class Detections:
         cls_f = _as_numpy(class_ids).astype(np.float64).reshape(-1)
         if cls_f.shape != (n,):
             raise DatasetError(f"got {n} boxes but {cls_f.size} class ids")
-        if not np.all(np.isfinite(cls_f)) or np.any(cls_f < 0) or np.any(cls_f != np.round(cls_f)):
-            raise DatasetError(f"class ids must be non-negative integers, got {cls_f.tolist()}")
+        if (
+            not np.all(np.isfinite(cls_f))
+            or np.any(cls_f < 0)
+            or np.any(cls_f > MAX_CLASS_ID)
+            or np.any(cls_f != np.round(cls_f))
+        ):
+            raise DatasetError(
+                f"class ids must be non-negative integers up to {MAX_CLASS_ID}, got {cls_f.tolist()[:10]}"
+            )
         if scores is None:
             score_arr = np.ones(n)
         else:

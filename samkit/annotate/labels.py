@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError, DependencyError
-from .detectors import BoxSource, Detections, normalize_names
+from .detectors import MAX_CLASS_ID, BoxSource, Detections, normalize_names
 
 logger = logging.getLogger("samkit.annotate")
 
 _COORD_TOLERANCE = 0.01  # normalized coordinates may overshoot 0..1 by rounding
+MAX_JSON_BYTES = 2 * 2**30  # a COCO file larger than this is refused before parsing
 
 
 # -- class names -------------------------------------------------------------------------------
@@ -131,8 +132,13 @@ class YoloLabelBoxes(BoxSource):
 
     def __call__(self, rel: PurePosixPath, image: np.ndarray) -> Detections:
         path = self.label_path(rel)
-        if not path.is_file():
+        if not os.path.lexists(path):
             return Detections.empty()
+        if not path.is_file():
+            raise DatasetError(
+                f"{path} is not a label file (a folder or special file has the label file's "
+                "name); rename it or remove it"
+            )
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -157,14 +163,20 @@ def _parse_yolo_line(line: str, where: str) -> tuple[np.ndarray, int, float]:
         values = [float(v) for v in line.split()]
     except ValueError:
         raise DatasetError(f"{where}: expected numbers 'class cx cy w h', got {line!r}") from None
+    if not values:
+        raise DatasetError(f"{where}: an empty label line")
     cls, coords = values[0], values[1:]
-    if not math.isfinite(cls) or cls < 0 or cls != int(cls):
-        raise DatasetError(f"{where}: the class must be a non-negative integer, got {values[0]}")
+    if not math.isfinite(cls) or cls < 0 or cls != int(cls) or cls > MAX_CLASS_ID:
+        raise DatasetError(
+            f"{where}: the class must be a non-negative integer up to {MAX_CLASS_ID}, got {line.split()[0]}"
+        )
     score = 1.0
     if len(coords) in (4, 5):
         cx, cy, bw, bh = coords[:4]
         if len(coords) == 5:
             score = coords[4]
+            if not math.isfinite(score):
+                raise DatasetError(f"{where}: the confidence must be a finite number, got {score}")
         if bw < 0 or bh < 0:
             raise DatasetError(f"{where}: negative box width or height in {line!r}")
         box = np.array([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2])
@@ -197,13 +209,18 @@ class CocoBoxes(BoxSource):
         self.path = Path(json_path)
         data = _load_coco(self.path)
         cats = {}
-        for c in data.get("categories") or []:
-            if isinstance(c, dict) and "id" in c:
-                cats[int(c["id"])] = str(c.get("name", c["id"]))
+        for i, c in enumerate(_list_field(data, "categories", self.path)):
+            if not isinstance(c, dict) or "id" not in c:
+                raise DatasetError(f"{self.path}: categories[{i}] needs an 'id': {_short(c)}")
+            cats[_category_id(c["id"], f"{self.path}: categories[{i}]")] = str(
+                c.get("name", c["id"])
+            )
         entries = {}
-        for img in data["images"]:
+        for i, img in enumerate(data["images"]):
             if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
-                raise DatasetError(f"{self.path}: every image needs 'id' and 'file_name': {img!r}")
+                raise DatasetError(
+                    f"{self.path}: images[{i}] needs 'id' and 'file_name': {_short(img)}"
+                )
             entries[PurePosixPath(str(img["file_name"]).replace("\\", "/"))] = img
         by_base: dict[str, list[dict]] = defaultdict(list)
         for key, img in entries.items():
@@ -227,12 +244,24 @@ class CocoBoxes(BoxSource):
                 "%d images are not listed in %s: no boxes for them", unmatched, self.path
             )
         self.annotations: dict[Any, list[dict]] = defaultdict(list)
-        for ann in data.get("annotations") or []:
-            if isinstance(ann, dict) and not ann.get("iscrowd", 0):
-                self.annotations[ann.get("image_id")].append(ann)
+        for i, ann in enumerate(_list_field(data, "annotations", self.path)):
+            if not isinstance(ann, dict):
+                raise DatasetError(f"{self.path}: annotations[{i}] is not an object: {_short(ann)}")
+            if not ann.get("iscrowd", 0):
+                ann = dict(ann, _index=i)
+                try:
+                    self.annotations[ann.get("image_id")].append(ann)
+                except TypeError:  # an unhashable image_id such as a list
+                    raise DatasetError(
+                        f"{self.path}: annotations[{i}] has an invalid image_id {_short(ann)}"
+                    ) from None
         ids = set(cats)
         for anns in self.annotations.values():
-            ids.update(int(a["category_id"]) for a in anns if _is_int(a.get("category_id")))
+            ids.update(
+                int(a["category_id"])
+                for a in anns
+                if _is_int(a.get("category_id")) and 0 <= a["category_id"] <= MAX_CLASS_ID
+            )
         self.names = {i: cats.get(i, str(i)) for i in sorted(ids)} if cats else None
         self.to_output_ids = {cid: k for k, cid in enumerate(sorted(ids))}
         self.image_ids = {rel: img["id"] for rel, img in self.entries.items()}
@@ -250,18 +279,54 @@ class CocoBoxes(BoxSource):
             )
         boxes, classes, scores = [], [], []
         for ann in self.annotations.get(img["id"], []):
+            where = f"{self.path}: annotation {ann.get('id')!r} (annotations[{ann['_index']}])"
             bbox = ann.get("bbox")
             if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+                raise DatasetError(f"{where} has no [x, y, w, h] bbox, got {_short(bbox)}")
+            try:
+                x, y, bw, bh = (_number(v) for v in bbox)
+                score = _number(ann.get("score", 1.0))
+            except (TypeError, ValueError):
                 raise DatasetError(
-                    f"{self.path}: annotation {ann.get('id')} has no [x, y, w, h] bbox"
-                )
-            x, y, bw, bh = (float(v) for v in bbox)
+                    f"{where}: bbox and score must be numbers, got bbox {_short(bbox)}"
+                ) from None
+            if not all(math.isfinite(v) for v in (x, y, bw, bh, score)) or bw < 0 or bh < 0:
+                raise DatasetError(f"{where}: bbox {bbox} must be finite with w, h >= 0")
             boxes.append([x, y, x + bw, y + bh])
-            classes.append(ann.get("category_id"))
-            scores.append(ann.get("score", 1.0))
+            classes.append(_category_id(ann.get("category_id"), f"{where}: category_id"))
+            scores.append(score)
         if not boxes:
             return Detections.empty()
         return Detections.from_arrays(boxes, classes, scores)
+
+
+def _number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(v)
+    return float(v)
+
+
+def _category_id(v: Any, where: str) -> int:
+    """A category id: an integer (or integral float) in 0..MAX_CLASS_ID."""
+    if not _is_int(v) or not 0 <= v <= MAX_CLASS_ID:
+        raise DatasetError(f"{where} must be an integer in 0..{MAX_CLASS_ID}, got {_short(v)}")
+    return int(v)
+
+
+def _list_field(data: dict, name: str, path: Path) -> list:
+    value = data.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DatasetError(
+            f"{path}: '{name}' must be a list, got {type(value).__name__} ({_short(value)})"
+        )
+    return value
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _is_int(v: Any) -> bool:
@@ -270,12 +335,18 @@ def _is_int(v: Any) -> bool:
 
 def _load_coco(path: Path) -> dict:
     try:
+        if not path.is_file():
+            raise DatasetError(f"the COCO file {path} is not a regular file")
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise DatasetError(f"the COCO file {path} is larger than {MAX_JSON_BYTES} bytes")
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except OSError as exc:
         raise DatasetError(f"cannot read the COCO file {path}: {exc}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise DatasetError(f"{path}: JSON nested too deeply to be a COCO file") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DatasetError(f"{path} is not a COCO file: it needs an 'images' list")
     return data

@@ -25,6 +25,7 @@ from ..errors import SamkitError
 from ..ops import clip_boxes
 from ..predict.sam_predictor import SamPredictor
 from ..predict.transforms import scale_boxes
+from ..safeio import is_inside, same_file
 from .detectors import (
     BoxSource,
     CallableDetector,
@@ -34,7 +35,7 @@ from .detectors import (
     normalize_names,
 )
 from .labels import COCO80_NAMES, CocoBoxes, YoloLabelBoxes, read_names_file
-from .writers import CocoWriter, SegmentedObject, YoloWriter
+from .writers import COCO_FILE, CocoWriter, SegmentedObject, YoloWriter, names_text
 
 logger = logging.getLogger("samkit.annotate")
 
@@ -144,14 +145,30 @@ def auto_annotate(
         raise SamkitError(
             f"no images found in {data} (looked for .jpg, .png, .bmp, .tif, .webp...)"
         )
-    if labels is not None and Path(labels).expanduser().resolve() == out.resolve():
-        raise SamkitError(f"output_dir {out} is the labels= input: choose another output_dir")
+    if recursive and data.is_dir() and not same_file(out, data) and is_inside(out, data):
+        logger.warning(
+            "auto_annotate: the output folder %s is inside the image folder %s; images in it "
+            "are not annotated (choose an output_dir outside %s to avoid this)",
+            out,
+            data,
+            data,
+        )
+    writer = YoloWriter(out, parts) if fmt == "yolo" else CocoWriter(out, segmentation)
+    _check_inputs_not_outputs(writer, labels, names)
     keep = _class_filter(classes)
     source = _box_source(det_model, labels, images, conf, iou, imgsz, max_det, keep, device)
     class_names = _names(names) if names is not None else source.names
+    mapped = class_names
+    if fmt == "yolo" and class_names and source.to_output_ids is not None:
+        ids = source.to_output_ids
+        mapped = {ids[c]: n for c, n in class_names.items() if c in ids}
+    # user files in the output folder are replaced only with overwrite=True (checked up front)
+    if fmt == "yolo" and mapped:
+        writer.check_user_file("classes.txt", names_text(mapped), overwrite)
+        writer.check_user_file("data.yaml", None, overwrite)
+    elif fmt == "coco":
+        writer.check_user_file(COCO_FILE, None, overwrite)
 
-    writer = YoloWriter(out, parts) if fmt == "yolo" else CocoWriter(out, segmentation)
-    out.mkdir(parents=True, exist_ok=True)
     writer.open()
     summary = AnnotateSummary(output_dir=out, format=fmt, images=len(images))
     try:
@@ -160,10 +177,6 @@ def auto_annotate(
             sam = _load_sam(sam_model, device)
             predictor = SamPredictor(sam, precision=precision)
             _run(todo, root, source, keep, predictor, writer, summary, progress)
-        mapped = class_names
-        if fmt == "yolo" and class_names and source.to_output_ids is not None:
-            ids = source.to_output_ids
-            mapped = {ids[c]: n for c, n in class_names.items() if c in ids}
         summary.names = mapped
         if not mapped:
             summary.notes.append(_no_names_note(fmt))
@@ -269,6 +282,31 @@ def _output_dir(data: Path, output_dir: str | os.PathLike | None) -> Path:
     if out.exists() and not out.is_dir():
         raise SamkitError(f"output_dir {out} exists and is not a folder")
     return out
+
+
+def _check_inputs_not_outputs(writer, labels, names) -> None:
+    """Refuse a run whose outputs would replace one of its inputs (compared by resolved path:
+    the same file or folder under another name, or through a link, counts)."""
+    out = writer.out_dir
+    outputs = [out / COCO_FILE, out / "classes.txt", out / "data.yaml"]
+    inputs = [
+        ("labels=", labels),
+        ("names=", names if isinstance(names, (str, os.PathLike)) else None),
+    ]
+    for arg, value in inputs:
+        if value is None:
+            continue
+        path = Path(value).expanduser()
+        if same_file(path, out):
+            raise SamkitError(
+                f"output_dir {out} is the {arg} input {path}: choose another output_dir"
+            )
+        for target in outputs:
+            if same_file(path, target) and not (arg == "names=" and target.name == "classes.txt"):
+                raise SamkitError(
+                    f"{arg} {path} is {target.name} of the output folder {out}, which this run "
+                    "writes: the input would be replaced. Choose another output_dir"
+                )
 
 
 def _class_filter(classes: int | Sequence[int] | None) -> set[int] | None:

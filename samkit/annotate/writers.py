@@ -9,7 +9,6 @@ does the new images); the final JSON is assembled from them at the end of every 
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -22,15 +21,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..errors import SamkitError
+from ..errors import OutputError, SamkitError
 from ..ops import encode_coco_rle, mask_to_polygons, merge_polygons, normalize_polygon
+from ..safeio import safe_subdir, shorten_component, write_atomic
 from .labels import data_yaml_text, names_list
 
 logger = logging.getLogger("samkit.annotate")
 
 WORK_DIR = ".samkit_annotate"
 COCO_FILE = "annotations.json"
-_counter = itertools.count()
 
 
 @dataclass
@@ -44,21 +43,20 @@ class SegmentedObject:
     mask: np.ndarray | None
 
 
-def atomic_write(path: Path, data: str, tmp_dir: Path) -> None:
-    """Write ``data`` (UTF-8) to ``path`` via a synced temporary file in ``tmp_dir`` + rename."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir / f"{os.getpid()}-{next(_counter)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # umask applies
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def atomic_write(path: Path, data: str, tmp_dir: Path, root: Path | None = None) -> None:
+    """Write ``data`` (UTF-8) to ``path`` via a synced temporary file in ``tmp_dir`` + rename.
+
+    ``root`` (the output folder): folders below it that are symbolic links are refused. An
+    ``OSError`` (read-only folder, full disk) raises :class:`OutputError` naming ``path``.
+    """
+    write_atomic(path, data, root=root, tmp_dir=tmp_dir)
+
+
+#: Files the writers replace, and how to recognize one written by samkit (else it is the user's).
+_OURS = {
+    "data.yaml": b"# Written by samkit.auto_annotate",
+    COCO_FILE: b'{"info": {"description": "SAM masks for box prompts, made by samkit',
+}
 
 
 class _Writer:
@@ -69,20 +67,50 @@ class _Writer:
         self._lock_fd: int | None = None
 
     def open(self) -> None:
-        """Create the folders, take the folder lock and delete temporary files of killed runs."""
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        """Create the folders (refusing symbolic links in the output folder: a pre-placed link
+        must not redirect writes or deletions), take the folder lock and delete temporary files
+        of killed runs."""
+        safe_subdir(self.out_dir, self.tmp_dir.relative_to(self.out_dir))
         self._lock()
         for stale in self.tmp_dir.iterdir():
-            stale.unlink(missing_ok=True)
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink(missing_ok=True)
 
     def close(self, keep_work_dir: bool) -> None:
-        if keep_work_dir:
+        linked = self.work_dir.is_symlink() or self.tmp_dir.is_symlink()
+        if linked:  # replaced by a link while running: never delete through it
+            pass
+        elif keep_work_dir:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
         else:
             shutil.rmtree(self.work_dir, ignore_errors=True)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def check_user_file(self, name: str, new_text: str | None, overwrite: bool) -> None:
+        """Refuse to replace ``<output>/<name>`` when it is not a file samkit wrote (or the same
+        text), unless ``overwrite``; a link or folder there is always refused."""
+        path = self.out_dir / name
+        if not os.path.lexists(path):
+            return
+        if path.is_symlink() or not path.is_file():
+            raise OutputError(
+                f"{path} exists and is not a regular file (a link or folder); remove it or "
+                "choose another output_dir"
+            )
+        if overwrite:
+            return
+        with open(path, "rb") as f:
+            head = f.read(200)
+        if name in _OURS and head.startswith(_OURS[name]):
+            return
+        if new_text is not None and path.read_bytes() == new_text.encode("utf-8"):
+            return
+        raise OutputError(
+            f"{path} already exists and was not written by samkit; auto_annotate would replace "
+            "it. Pass overwrite=True to replace it, or choose another output_dir"
+        )
 
     def _lock(self) -> None:
         try:
@@ -127,16 +155,23 @@ class YoloWriter(_Writer):
             written += bool(new)
             dropped += not new
             lines += new
-        atomic_write(self.result_path(rel), "".join(line + "\n" for line in lines), self.tmp_dir)
+        text = "".join(line + "\n" for line in lines)
+        atomic_write(self.result_path(rel), text, self.tmp_dir, self.out_dir)
         return written, dropped
 
     def finish(self, images_root: Path, names: dict[int, str] | None) -> None:
         """Write ``classes.txt`` and ``data.yaml`` when the class names are known."""
         if not names:  # auto_annotate reports it (AnnotateSummary.notes)
             return
-        text = "".join(n + "\n" for n in names_list(names))
-        atomic_write(self.out_dir / "classes.txt", text, self.tmp_dir)
-        atomic_write(self.out_dir / "data.yaml", data_yaml_text(images_root, names), self.tmp_dir)
+        text = names_text(names)
+        atomic_write(self.out_dir / "classes.txt", text, self.tmp_dir, self.out_dir)
+        yaml_text = data_yaml_text(images_root, names)
+        atomic_write(self.out_dir / "data.yaml", yaml_text, self.tmp_dir, self.out_dir)
+
+
+def names_text(names: dict[int, str]) -> str:
+    """The text of ``classes.txt``: one name per line, line index = class id."""
+    return "".join(n + "\n" for n in names_list(names))
 
 
 def yolo_lines(obj: SegmentedObject, size: tuple[int, int], parts: str = "merge") -> list[str]:
@@ -169,7 +204,9 @@ class CocoWriter(_Writer):
         self.file = out_dir / COCO_FILE
 
     def result_path(self, rel: PurePosixPath) -> Path:
-        return self.parts_dir / f"{rel.as_posix()}.json"
+        # each component shortened with a hash when long: "<255-byte name>.json" is too long
+        parts = [shorten_component(p) for p in rel.parts[:-1]]
+        return self.parts_dir.joinpath(*parts, shorten_component(rel.name + ".json"))
 
     def is_done(self, rel: PurePosixPath) -> bool:
         return self.result_path(rel).is_file()
@@ -187,7 +224,7 @@ class CocoWriter(_Writer):
             else:
                 anns.append(ann)
         record = {"file_name": rel.as_posix(), "height": size[0], "width": size[1], "objects": anns}
-        atomic_write(self.result_path(rel), json.dumps(record), self.tmp_dir)
+        atomic_write(self.result_path(rel), json.dumps(record), self.tmp_dir, self.out_dir)
         return len(anns), dropped
 
     def finish(
@@ -233,7 +270,7 @@ class CocoWriter(_Writer):
             "annotations": annotations,
             "categories": categories,
         }
-        atomic_write(self.file, json.dumps(dataset), self.tmp_dir)
+        atomic_write(self.file, json.dumps(dataset), self.tmp_dir, self.out_dir)
 
 
 def coco_annotation(obj: SegmentedObject, segmentation: str = "rle") -> dict | None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from ..safeio import safe_name, safe_subdir, write_atomic
 from .args import Arg, UsageError
+
+#: Exit code of a batch command that finished but could not process some of its inputs.
+EXIT_PARTIAL = 3
 
 EVERYTHING_ARGS = [
     Arg(
@@ -73,7 +75,7 @@ def increment_dir(parent: Path, name: str, exist_ok: bool) -> Path:
 
 
 def _unique_stem(result, used: set[str]) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(result.path)).stem).lstrip(".") or "image"
+    stem = safe_name(Path(str(result.path)).stem or "image", max_bytes=150)
     if result.frame is not None:
         stem = f"{stem}_{result.frame}"
     candidate, n = stem, 2
@@ -84,9 +86,7 @@ def _unique_stem(result, used: set[str]) -> str:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def run_predict(args: dict[str, Any]) -> int:
@@ -122,6 +122,7 @@ def run_predict(args: dict[str, Any]) -> int:
         vid_stride=args["vid_stride"],
         **call_kwargs,
     )
+    safe_subdir(save_dir, "")  # OutputError naming the folder if it cannot be made
     records, used = [], set()
     n_images = n_masks = 0
     t0 = time.perf_counter()
@@ -133,10 +134,9 @@ def run_predict(args: dict[str, Any]) -> int:
         if args["save"]:
             result.save(save_dir / f"{stem}.png")
         if args["save_masks"] and len(result):
-            result.save_masks(save_dir / "masks", prefix=stem)
+            result.save_masks(safe_subdir(save_dir, "masks"), prefix=stem)
         if args["save_txt"]:
-            (save_dir / "labels").mkdir(exist_ok=True)
-            _atomic_text(save_dir / "labels" / f"{stem}.txt", result.to_yolo(0))
+            _atomic_text(safe_subdir(save_dir, "labels") / f"{stem}.txt", result.to_yolo(0))
         record = result.to_dict()
         record["output_stem"] = stem
         records.append(record)
@@ -169,7 +169,7 @@ def run_predict(args: dict[str, Any]) -> int:
         )
     if n_images == 0:
         return 1
-    return 0
+    return EXIT_PARTIAL if skipped else 0
 
 
 ANNOTATE_ARGS = [
@@ -244,7 +244,9 @@ def run_annotate(args: dict[str, Any]) -> int:
         f"{summary.empty} empty, {len(summary.failures)} failed; {summary.objects} object(s), "
         f"{summary.dropped} dropped; {summary.seconds:.1f} s; labels in {summary.output_dir}"
     )
-    return 1 if summary.failures and summary.annotated == 0 and summary.skipped == 0 else 0
+    if summary.failures:
+        return 1 if summary.annotated == 0 and summary.skipped == 0 else EXIT_PARTIAL
+    return 0
 
 
 BENCHMARK_ARGS = [

@@ -10,10 +10,10 @@ PIL images are RGB. Torch-free.
 from __future__ import annotations
 
 import glob
+import http.client
 import io
 import os
 import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError
+from ..safeio import Deadline, open_url, read_body
 
 IMAGE_SUFFIXES = frozenset(
     [
@@ -52,6 +53,8 @@ VIDEO_SUFFIXES = frozenset(
 DEFAULT_MAX_PIXELS = 89_478_485
 #: Largest download accepted from a URL (bytes).
 MAX_URL_BYTES = 200 * 1024 * 1024
+#: Overall time limit of one URL download (seconds); ``timeout`` bounds each read.
+URL_DEADLINE = 120.0
 
 
 @dataclass
@@ -200,10 +203,13 @@ def load_image(
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     timeout: float = 30.0,
+    deadline: float | None = None,
 ) -> np.ndarray:
     """One image (path, URL, NumPy array in ``image_format``, PIL image) -> ``H x W x 3`` RGB uint8.
 
-    Raises :class:`ImageError` saying what could not be read and why.
+    URLs: ``timeout`` (s) bounds connecting and each read, ``deadline`` (s, default
+    ``URL_DEADLINE``) the whole download. Raises :class:`ImageError` saying what could not be
+    read and why.
     """
     if isinstance(source, np.ndarray):
         return array_to_rgb(source, image_format)
@@ -212,7 +218,8 @@ def load_image(
     if isinstance(source, (str, os.PathLike)):
         s = os.fspath(source)
         if _is_url(s):
-            return pil_to_rgb(_open_pil(io.BytesIO(_fetch(s, timeout)), s, max_pixels), s, None)
+            data = _fetch(s, timeout, URL_DEADLINE if deadline is None else deadline)
+            return pil_to_rgb(_open_pil(io.BytesIO(data), s, max_pixels), s, None)
         if not os.path.isfile(s):
             raise ImageError(f"no such image file: {s}")
         with open(s, "rb") as f:
@@ -257,7 +264,9 @@ def pil_to_rgb(im: Image.Image, name: str = "PIL image", max_pixels: int | None 
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{name}: unreadable EXIF orientation ({exc})") from exc
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return array_to_rgb(np.asarray(im), "RGB", bit_depth=16 if im.mode != "F" else None)
+        return array_to_rgb(
+            np.asarray(im), "RGB", bit_depth=16 if im.mode != "F" else None, name=name
+        )
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     if im.mode != "RGB":
@@ -265,12 +274,18 @@ def pil_to_rgb(im: Image.Image, name: str = "PIL image", max_pixels: int | None 
     return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
 
 
-def array_to_rgb(arr: np.ndarray, image_format: str = "BGR", bit_depth: int | None = None):
+def array_to_rgb(
+    arr: np.ndarray,
+    image_format: str = "BGR",
+    bit_depth: int | None = None,
+    name: str = "the image array",
+):
     """A NumPy image -> ``H x W x 3`` RGB uint8.
 
     Accepts ``H x W``, ``H x W x 1``, ``H x W x 3`` and ``H x W x 4`` (alpha dropped) arrays of
     uint8, uint16 (scaled by 255/65535), bool, or floats in [0, 1]. ``image_format`` is the
-    channel order of 3/4-channel arrays ("BGR" or "RGB").
+    channel order of 3/4-channel arrays ("BGR" or "RGB"). ``name`` (a file name) starts every
+    error message.
     """
     a = np.asarray(arr)
     if a.ndim == 3 and a.shape[2] == 1:
@@ -281,7 +296,10 @@ def array_to_rgb(arr: np.ndarray, image_format: str = "BGR", bit_depth: int | No
         )
     if min(a.shape[:2]) < 1:
         raise ImageError(f"the image array is empty (shape {a.shape})")
-    a = _to_uint8(a, bit_depth)
+    try:
+        a = _to_uint8(a, bit_depth)
+    except ImageError as exc:
+        raise ImageError(f"{name}: {exc}") from None
     if a.ndim == 2:
         return np.ascontiguousarray(np.repeat(a[..., None], 3, axis=2))
     a = a[..., :3]
@@ -301,11 +319,11 @@ def _to_uint8(a: np.ndarray, bit_depth: int | None) -> np.ndarray:
         return a.astype(np.uint8) * 255
     if np.issubdtype(a.dtype, np.floating):
         if not np.isfinite(a).all():
-            raise ImageError("the image array contains NaN or inf")
+            raise ImageError("it contains NaN or inf")
         if a.min() < 0 or a.max() > 1:
             raise ImageError(
-                f"a float image must hold values in [0, 1], got [{a.min():g}, {a.max():g}]; "
-                "pass uint8 (0-255) arrays instead"
+                f"float pixel values must lie in [0, 1], got [{a.min():g}, {a.max():g}]; "
+                "convert the image to 8-bit (uint8, 0-255) first"
             )
         return np.round(a * 255).astype(np.uint8)
     if np.issubdtype(a.dtype, np.integer) and (a.dtype == np.uint16 or bit_depth == 16):
@@ -317,18 +335,22 @@ def _to_uint8(a: np.ndarray, bit_depth: int | None) -> np.ndarray:
     )
 
 
-def _fetch(url: str, timeout: float) -> bytes:
+def _fetch(url: str, timeout: float, deadline: float = URL_DEADLINE) -> bytes:
+    """The body of an http(s) URL: redirects only to http(s), at most ``MAX_URL_BYTES``, within
+    ``deadline`` seconds overall (``timeout`` bounds connecting and each read)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http/https only)
-            data = resp.read(MAX_URL_BYTES + 1)
+        with open_url(url, timeout) as resp:
+            return read_body(resp, MAX_URL_BYTES, Deadline(deadline))
     except urllib.error.HTTPError as exc:
+        exc.close()
         raise ImageError(f"{url}: HTTP error {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError) as exc:
+    except TimeoutError as exc:
+        raise ImageError(f"{url}: could not download ({exc or 'timed out'})") from exc
+    except ValueError as exc:  # over the size cap
+        raise ImageError(f"{url}: not downloaded, {exc}") from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         raise ImageError(f"{url}: could not download ({reason})") from exc
-    if len(data) > MAX_URL_BYTES:
-        raise ImageError(f"{url}: larger than {MAX_URL_BYTES // 2**20} MiB, not downloaded")
-    return data
 
 
 def _video_frames(path: str, stride: int) -> Iterator[SourceItem]:

@@ -4,7 +4,7 @@ Torch-free (the onnxruntime predictor builds on it where torch is not installed)
 
 - :class:`MetaPredictMixin`: the current image's embedding and sizes, and Meta's
   ``predict(point_coords, point_labels, box, mask_input, ...)`` with the checks of
-  :mod:`samkit.validate`; a predictor implements :meth:`_predict_checked`.
+  :mod:`samkit.predict.prompt_checks`; a predictor implements :meth:`_predict_checked`.
 - :class:`ResultsPredictMixin`: ``set_image``, ``predictor(bboxes=, points=, labels=, masks=)``
   and :meth:`predict_prompts` returning :class:`~samkit.results.Results`; a predictor implements
   ``set_rgb`` and ``decode_fitted``.
@@ -12,6 +12,8 @@ Torch-free (the onnxruntime predictor builds on it where torch is not installed)
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -82,7 +84,7 @@ class MetaPredictMixin:
             ``(masks C x H x W bool (float32 logits if return_logits), iou C,
             low_res_logits C x 256 x 256)`` with C = 3 when ``multimask_output`` else 1.
         Raises:
-            PromptError: no image is set, or a prompt is malformed (see :mod:`samkit.validate`).
+            PromptError: no image is set, or a prompt is malformed (see :mod:`samkit.predict.prompt_checks`).
         """
         self._require_image()
         prompt = check_prompt(point_coords, point_labels, box, mask_input, self.mask_input_size)
@@ -139,7 +141,7 @@ class ResultsPredictMixin(MetaPredictMixin):
         masks: Any = None,
         multimask_output: bool = False,
     ) -> Results:
-        """Masks for the prompts (original-image pixels; see :func:`samkit.prompts.parse_prompts`).
+        """Masks for the prompts (original-image pixels; see :func:`samkit.predict.prompts.parse_prompts`).
 
         ``bboxes`` ``(N, 4)`` XYXY; ``points`` ``(N, 2)`` or ``(N, K, 2)`` with ``labels``;
         ``masks`` ``(N, H, W)`` binary or ``(N, 256, 256)`` logits. With
@@ -152,6 +154,44 @@ class ResultsPredictMixin(MetaPredictMixin):
                 f"no prompt given: pass bboxes=, points= or masks={self.no_prompt_hint}"
             )
         return self.predict_prompts(prompts, multimask_output)
+
+    def stream(
+        self,
+        bboxes: Any = None,
+        points: Any = None,
+        labels: Any = None,
+        masks: Any = None,
+        multimask_output: bool = False,
+        *,
+        chunk: int = 256,
+        progress: bool = False,
+    ) -> Iterator[Results]:
+        """Like calling the predictor, but yields one :class:`Results` per ``chunk`` prompts, so
+        memory stays bounded for any number of prompts (10,000 boxes on a 1280 x 720 image:
+        ~240 MB of masks per chunk of 256 instead of 9 GB at once). ``prompt_index`` counts
+        from the first prompt of the call; ``progress`` shows a bar on stderr. All prompts are
+        checked before the first chunk is decoded."""
+        if int(chunk) < 1:
+            raise PromptError(f"chunk must be a positive integer, got {chunk!r}")
+        prompts = parse_prompts(bboxes, points, labels, masks)
+        if prompts.empty:
+            raise PromptError(
+                f"no prompt given: pass bboxes=, points= or masks={self.no_prompt_hint}"
+            )
+        self._require_image()
+        h, w = self.original_size
+        fitted = fit_prompts(prompts, h, w, self.mask_input_size[0])
+        return self._stream(fitted, multimask_output, int(chunk), progress)
+
+    def _stream(self, fitted: Prompts, multimask_output: bool, chunk: int, progress: bool):
+        from tqdm import tqdm
+
+        with tqdm(total=fitted.n, unit="prompt", disable=not progress, file=sys.stderr) as bar:
+            for start in range(0, fitted.n, chunk):
+                part = self.decode_fitted(fitted.take(start, start + chunk), multimask_output)
+                part.prompt_index = part.prompt_index + start
+                bar.update(min(chunk, fitted.n - start))
+                yield part
 
     def predict_prompts(self, prompts: Prompts, multimask_output: bool = False) -> Results:
         """Decode parsed :class:`Prompts` (checked against the current image) into Results."""

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import PromptError
 from ..models import Sam
 from ..ops.boxes import masks_to_boxes_xyxy
 from ..results import DeferredRows
@@ -31,6 +32,23 @@ from .transforms import scale_boxes, scale_coords
 DEFAULT_CHUNK_SIZE = 64
 #: Masks upsampled to full size together (bounds the float32 full-size logits in memory).
 UPSAMPLE_GROUP = 4
+
+
+#: Largest output of one decode call (bool masks + low-res logits), bytes. More prompts than
+#: fit are refused with a pointer to ``Predictor.stream`` (masks per chunk, bounded memory).
+MAX_RESULT_BYTES = 2**30
+
+
+def check_result_size(masks: int, h: int, w: int, s: int, store_low_res: bool = True) -> None:
+    """Raise :class:`PromptError` when ``masks`` masks of ``h x w`` (plus ``s x s`` float32
+    logits) would exceed :data:`MAX_RESULT_BYTES` at once."""
+    need = masks * (h * w + (4 * s * s if store_low_res else 0))
+    if need > MAX_RESULT_BYTES:
+        raise PromptError(
+            f"{masks} masks of {w} x {h} would hold {need / 2**30:.1f} GiB at once (limit "
+            f"{MAX_RESULT_BYTES / 2**30:g} GiB): stream them per chunk with "
+            "predictor.stream(bboxes=..., chunk=256), or pass fewer prompts per call"
+        )
 
 
 @dataclass
@@ -192,7 +210,7 @@ def decode_prompts(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     defer_low_res: bool = False,
 ) -> Decoded:
-    """Masks for ``prompts`` (already checked by :func:`~samkit.prompts.fit_prompts`).
+    """Masks for ``prompts`` (already checked by :func:`~samkit.predict.prompts.fit_prompts`).
 
     ``defer_low_res``: return :class:`DeferredLowRes` instead of computed ``low_res_logits``
     when the fast decoder decodes these prompts (see the module docstring).
@@ -209,9 +227,9 @@ def decode_prompts(
             np.zeros(0, np.int64),
             np.zeros((0, s, s), np.float32),
         )
-    tensors = prompt_tensors(predictor, prompts)
     model = predictor.model
     s = model.prompt_encoder.mask_input_size[0]
+    tensors = prompt_tensors(predictor, prompts)
     region = upsample_region(s, predictor.input_size, model.image_size)
     per_prompt = _rest_bytes(predictor.features, region)
     # deferring pays only when the image does not fill the square frame
@@ -219,6 +237,7 @@ def decode_prompts(
         defer_low_res and per_prompt and tensors[3] is None and predictor.uses_fast_decoder()
     )
     keep_rest = defer and n * per_prompt <= REST_BYTES
+    check_result_size(n * c, h, w, s, store_low_res=not defer)
     parts, rests = [], []
     # Preallocated outputs; the full-size logits exist only UPSAMPLE_GROUP masks at a time
     # (a 1280 x 720 float mask is 3.7 MB: 64 at once would be 236 MB of fresh pages).

@@ -18,7 +18,8 @@ from ..models.input_spec import SAM_PIXEL_STD as PIXEL_STD
 def preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
     """Size ``(h, w)`` after scaling so that the longer side equals ``long_side`` (rounded)."""
     scale = long_side * 1.0 / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    # at least 1 pixel: a 10000 x 1 image would otherwise round to an empty 1024 x 0 input
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
 def resize_longest_side(image: np.ndarray, long_side: int) -> np.ndarray:

@@ -49,6 +49,22 @@ class Prompts:
         """True when no prompt of any kind was given (segment-everything mode)."""
         return self.points is None and self.boxes is None and self.masks is None
 
+    def take(self, start: int, stop: int) -> Prompts:
+        """The prompts of objects ``start..stop-1`` (views, no copy)."""
+
+        def cut(a):
+            return None if a is None else a[start:stop]
+
+        stop = min(stop, self.n)
+        return replace(
+            self,
+            n=max(0, stop - start),
+            points=cut(self.points),
+            labels=cut(self.labels),
+            boxes=cut(self.boxes),
+            masks=cut(self.masks),
+        )
+
     def point_name(self, i: int, k: int) -> str:
         if self.point_form == "single":
             return "points"

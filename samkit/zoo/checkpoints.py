@@ -9,6 +9,7 @@ samkit writes), and ``.safetensors`` files (architecture record in the metadata)
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import zipfile
@@ -21,6 +22,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..models import Sam
+from .config_bounds import min_parameters
 from .download import cache_dir, ensure_weights
 from .registry import (
     ModelConfig,
@@ -32,6 +34,11 @@ from .registry import (
 )
 
 _PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
+_MAX_HEADER = 100_000_000  # bytes of safetensors JSON header accepted
+_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
+    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
 _SAFETENSORS_CONFIG_KEY = "samkit_config"
 
 
@@ -74,21 +81,130 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    from safetensors import SafetensorError, safe_open
+    from safetensors import safe_open
 
+    _check_safetensors_header(path)
     try:
         tensors = {}
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
             for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
                 tensors[key] = f.get_tensor(key)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-    config = json.loads(meta[_SAFETENSORS_CONFIG_KEY]) if _SAFETENSORS_CONFIG_KEY in meta else None
+    except Exception as e:  # any failure of the parser on untrusted bytes means a bad file
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    config = None
+    if _SAFETENSORS_CONFIG_KEY in meta:
+        config = _parse_config_json(path, meta[_SAFETENSORS_CONFIG_KEY])
     return tensors, config
 
 
+def _parse_config_json(path: Path, text: Any) -> dict[str, Any]:
+    """The ``samkit_config`` record: a JSON object, else :class:`CheckpointError`."""
+    try:
+        config = json.loads(text)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise CheckpointError(
+            f"{path}: the '{_SAFETENSORS_CONFIG_KEY}' metadata is not valid JSON "
+            f"({type(e).__name__}: {str(e)[:100]}); re-save the file with samkit"
+        ) from None
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"{path}: the '{_SAFETENSORS_CONFIG_KEY}' metadata must be a JSON object, got "
+            f"{type(config).__name__}"
+        )
+    return config
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """Before reading any tensor: the header fits in the file and every tensor's byte range
+    (and its shape x dtype size) lies inside the file's data section."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if n <= 0 or n > min(_MAX_HEADER, size - 8):
+            raise CheckpointError(
+                f"{path}: the safetensors header length {n} does not fit the {size}-byte file "
+                "(truncated or not a safetensors file)"
+            )
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(
+            f"{path}: unreadable safetensors header ({type(e).__name__})"
+        ) from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the safetensors header is not a JSON object")
+    data = size - 8 - n
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = (int(v) for v in info["data_offsets"])
+            shape = [int(v) for v in info["shape"]]
+            item = _DTYPE_BYTES.get(info["dtype"])  # None: a newer dtype, offsets checked only
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry") from None
+        if min(shape, default=0) < 0 or not 0 <= begin <= end <= data:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} claims bytes {begin}..{end} (shape {shape}) beyond the "
+                f"file's {data} bytes of data (truncated or crafted file)"
+            )
+        if item is not None and math.prod(shape) * item != end - begin:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} of shape {shape} ({info['dtype']}) does not match its "
+                f"{end - begin} bytes"
+            )
+
+
+def _check_torch_container(path: Path) -> None:
+    """Before unpickling: a torch zip archive whose entries fit in the file (no compressed
+    entry that inflates beyond it), or a legacy torch pickle; anything else is refused."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):
+        size = path.stat().st_size
+        try:
+            with zipfile.ZipFile(path) as zf:
+                expanded = sum(i.file_size for i in zf.infolist())
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise CheckpointError(
+                f"{path}: cannot read the checkpoint; the zip archive is truncated or corrupt "
+                f"({e}). Download it again."
+            ) from None
+        if expanded > size:
+            raise CheckpointError(
+                f"{path}: the archive's entries expand to {expanded} bytes, more than the "
+                f"{size}-byte file (compressed entries); torch never writes such files"
+            )
+        return
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return  # legacy torch.save format (a pickle stream), read with weights_only=True
+    raise CheckpointError(
+        f"{path}: not a checkpoint: neither a torch file (zip archive or pickle) nor a "
+        f"safetensors file (it starts with bytes {head.hex(' ')})"
+    )
+
+
+def _check_storage(path: Path, state_dict: Mapping[str, Any]) -> None:
+    """Refuse tensors that view more elements than their storage holds (stride 0 / expanded
+    or overlapping views): building a model from their shapes would allocate far more memory
+    than the file holds."""
+    for key, t in state_dict.items():
+        if not isinstance(t, torch.Tensor) or t.numel() == 0:
+            continue
+        needed = t.numel() * t.element_size()
+        held = t.untyped_storage().nbytes()
+        if needed > held or 0 in t.stride():
+            raise CheckpointError(
+                f"{path}: tensor {key!r} of shape {tuple(t.shape)} is an expanded view "
+                f"(strides {t.stride()}) backed by only {held} bytes; a real checkpoint stores "
+                "every value. Re-save it with contiguous tensors"
+            )
+
+
 def _read_torch(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    _check_torch_container(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -101,7 +217,7 @@ def _read_torch(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
                 "torch.save(model.state_dict(), 'clean.pt') or convert it to .safetensors."
             ) from None
         raise CheckpointError(f"{path}: not a checkpoint file ({text.splitlines()[0]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except Exception as e:  # torch.load parses untrusted bytes: any failure means a bad file
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(
             f"{path}: cannot read the checkpoint; the file is truncated or corrupt ({first}). "
@@ -117,6 +233,13 @@ def _read_torch(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
             config = obj.get(_SAFETENSORS_CONFIG_KEY)
             obj = obj[wrapper]
             break
+    if isinstance(config, (str, bytes)):
+        config = _parse_config_json(path, config)
+    elif config is not None and not isinstance(config, Mapping):
+        raise CheckpointError(
+            f"{path}: '{_SAFETENSORS_CONFIG_KEY}' must be a mapping, got {type(config).__name__}"
+        )
+    _check_storage(path, obj)
     return dict(obj), config
 
 
@@ -127,6 +250,10 @@ def read_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory; pass the checkpoint file inside it")
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} is not a regular file (a pipe, socket or device); pass a checkpoint file"
+        )
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the file is empty (0 bytes); download it again")
     if _is_safetensors(path):
@@ -140,6 +267,13 @@ def read_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
         config = ModelConfig.from_dict(config_dict) if config_dict else infer_config(state_dict)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
+    held = sum(t.numel() for t in state_dict.values())
+    needed = min_parameters(config)
+    if held < needed:  # checked before anything is allocated for the model
+        raise CheckpointError(
+            f"{path}: its architecture record describes a model of at least {needed} "
+            f"parameters but the file holds only {held} values; the file is corrupt or crafted"
+        )
     return LoadedCheckpoint(path, state_dict, config, match_variant(config))
 
 
@@ -169,6 +303,12 @@ def load_into(model: Sam, ckpt: LoadedCheckpoint) -> Sam:
         if mis_shaped:
             parts.append(f"Wrong shapes: {_summarize(mis_shaped, 4)}.")
         raise CheckpointError(" ".join(parts))
+    bad = [k for k, v in found.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"{ckpt.path}: {len(bad)} tensor(s) hold NaN or infinite values ({_summarize(bad, 4)}); "
+            "the weights are corrupt (or training diverged): use another checkpoint"
+        )
     model.load_state_dict(found, strict=True)
     return model
 

@@ -23,8 +23,12 @@ Downloading
     wrong file. On any failure the temporary file is deleted and :class:`~samkit.errors.DownloadError`
     is raised, naming the URL, the reason and ``dest`` (where the file can be put by hand). A
     ``KeyboardInterrupt`` also deletes the temporary file, but is re-raised as is so that Ctrl-C
-    still stops the program. ``timeout`` applies to connecting and to each read, not to the whole
-    transfer.
+    still stops the program. ``timeout`` applies to connecting and to each read; ``deadline``
+    bounds the whole transfer, a transfer averaging under ``min_rate`` after a minute is
+    abandoned, and without a known size at most ``max_bytes`` are accepted. Without a checksum,
+    the finished file must still be a sound checkpoint container (:func:`check_checkpoint_file`:
+    no HTML error page, no truncated archive) before it is renamed into place. Stale
+    ``.part-*`` files of killed downloads are deleted when the next download of that file starts.
 
 Ensuring a checkpoint is present
     :func:`ensure_weights` returns the cached file if it exists (checking only its size, which is
@@ -42,15 +46,19 @@ import os
 import re
 import secrets
 import sys
+import time
 import urllib.error
 import urllib.parse
-import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ..errors import DownloadError
+from ..safeio import ALLOWED_SCHEMES as _ALLOWED_SCHEMES
+from ..safeio import Deadline, open_url, read_chunks
+from ..safeio import _HttpOnlyRedirectHandler as _HttpOnlyRedirectHandler  # noqa: F401 (tests)
 
 __all__ = [
     "WeightsFile",
@@ -61,10 +69,10 @@ __all__ = [
     "md5_prefix_from_filename",
 ]
 
-_ALLOWED_SCHEMES = ("http", "https")
 _MD5_SUFFIX = re.compile(r"_([0-9a-fA-F]{6})\.[A-Za-z0-9]+$")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
-_USER_AGENT = "samkit-download/1.0 (+python-urllib)"
+#: Stale ``<name>.part-*`` files (left by a killed download) older than this are deleted.
+STALE_PART_SECONDS = 3600
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,43 +183,9 @@ class WeightsFile:
 # --------------------------------------------------------------------------------------------
 
 
-class _HttpOnlyRedirectHandler(urllib.request.HTTPRedirectHandler):
-    """Follow redirects only to http(s), and never from https down to http."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        old_scheme = urllib.parse.urlsplit(req.full_url).scheme.lower()
-        new_scheme = urllib.parse.urlsplit(newurl).scheme.lower()
-        if new_scheme not in _ALLOWED_SCHEMES or (old_scheme == "https" and new_scheme == "http"):
-            fp.close()
-            raise urllib.error.URLError(f"refusing to follow redirect (HTTP {code}) to {newurl}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _build_opener() -> urllib.request.OpenerDirector:
-    # Built by hand rather than with build_opener() so that no file:, ftp: or data: handler
-    # exists at all: anything but http(s) falls through to UnknownHandler and fails.
-    opener = urllib.request.OpenerDirector()
-    handlers = [
-        urllib.request.ProxyHandler(),
-        urllib.request.UnknownHandler(),
-        urllib.request.HTTPHandler(),
-        urllib.request.HTTPDefaultErrorHandler(),
-        _HttpOnlyRedirectHandler(),
-        urllib.request.HTTPErrorProcessor(),
-    ]
-    if hasattr(urllib.request, "HTTPSHandler"):  # absent only when Python lacks ssl
-        handlers.append(urllib.request.HTTPSHandler())
-    for handler in handlers:
-        opener.add_handler(handler)
-    return opener
-
-
 def _open_url(url: str, timeout: float):
     """Open ``url`` for reading (a separate function so tests can forbid network use)."""
-    request = urllib.request.Request(
-        url, headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
-    )
-    return _build_opener().open(request, timeout=timeout)
+    return open_url(url, timeout)
 
 
 def _error(url: str, dest: Path, reason: str) -> DownloadError:
@@ -278,6 +252,17 @@ def _parse_content_length(value: str | None) -> int | None:
     return length if length >= 0 else None
 
 
+#: Largest download accepted when neither the caller nor the server says how large it is.
+MAX_UNKNOWN_BYTES = 8 * 2**30
+#: Default overall time limit of one download (seconds), on top of the per-read ``timeout``.
+DEFAULT_DEADLINE = 4 * 3600.0
+#: A transfer slower than this on average (bytes/s) after ``SLOW_GRACE`` seconds is abandoned.
+MIN_RATE = 16 * 1024
+SLOW_GRACE = 60.0
+
+Validator = Callable[[Path], "str | None"]
+
+
 def download_file(
     url: str,
     dest: str | os.PathLike[str],
@@ -288,6 +273,10 @@ def download_file(
     progress: bool = True,
     timeout: float = 30.0,
     chunk_size: int = 1 << 20,
+    deadline: float | None = DEFAULT_DEADLINE,
+    min_rate: float = MIN_RATE,
+    max_bytes: int = MAX_UNKNOWN_BYTES,
+    validate: Validator | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` atomically and verify it; return ``dest`` as a :class:`Path`.
 
@@ -295,7 +284,11 @@ def download_file(
     digest) are checked when given. An existing ``dest`` is replaced only by a fully verified
     file. Raises :class:`DownloadError` on any network, HTTP, size or checksum failure (the
     message contains the URL, the reason and ``dest``) and :class:`ValueError` on malformed
-    arguments. ``timeout`` (seconds) bounds connecting and each read.
+    arguments. ``timeout`` (seconds) bounds connecting and each read; ``deadline`` (seconds) the
+    whole transfer; a transfer averaging under ``min_rate`` bytes/s after a minute is abandoned;
+    without a known size at most ``max_bytes`` are accepted. ``validate(temp_path)`` returns a
+    reason to refuse the finished file (e.g. an HTML error page), or None. Stale
+    ``<dest>.part-*`` files of killed downloads are deleted first.
     """
     dest = Path(dest).expanduser()
     size = _check_size(size)
@@ -320,13 +313,16 @@ def download_file(
 
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_parts(dest)
         tmp, fd = _create_temp(dest)
     except OSError as exc:
         raise _error(url, dest, f"cannot create a file in {dest.parent}: {exc}") from exc
 
+    limits = _Limits(Deadline(deadline), min_rate, size if size is not None else max_bytes)
     try:
         with os.fdopen(fd, "wb") as out:
-            md5, sha = _stream(url, out, dest, size, progress, timeout, chunk_size)
+            _hold_lock(out.fileno())
+            md5, sha = _stream(url, out, dest, size, progress, timeout, chunk_size, limits)
             if md5_prefix is not None and not md5.startswith(md5_prefix):
                 raise _error(
                     url,
@@ -341,6 +337,9 @@ def download_file(
                 )
             out.flush()
             os.fsync(out.fileno())
+            reason = validate(tmp) if validate is not None else None
+            if reason:
+                raise _error(url, dest, reason)
         os.replace(tmp, dest)
     except BaseException as exc:
         try:
@@ -360,19 +359,82 @@ def download_file(
     return dest
 
 
-def _stream(url, out, dest, size, progress, timeout, chunk_size) -> tuple[str, str]:
+@dataclass
+class _Limits:
+    deadline: Deadline
+    min_rate: float
+    max_bytes: int
+
+
+def _hold_lock(fd: int) -> None:
+    """Lock a temporary file while it is written, so :func:`clean_stale_parts` of another
+    process leaves it alone (POSIX; elsewhere the file's age decides)."""
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, OSError):
+        pass
+
+
+def clean_stale_parts(dest: Path, max_age: float = STALE_PART_SECONDS) -> list[Path]:
+    """Delete ``<dest name>.part-*`` files no live download holds (unlocked on POSIX, else
+    older than ``max_age`` seconds); returns the deleted paths."""
+    removed = []
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    for part in dest.parent.glob(f"{glob_escape(dest.name)}.part-*"):
+        try:
+            if not part.is_file() or part.is_symlink():
+                continue
+            if fcntl is not None:
+                fd = os.open(part, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # a download in progress holds it
+                finally:
+                    os.close(fd)
+            elif time.time() - part.stat().st_mtime < max_age:
+                continue
+            part.unlink()
+            removed.append(part)
+        except OSError:
+            continue
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _stream(url, out, dest, size, progress, timeout, chunk_size, limits=None) -> tuple[str, str]:
     """Copy the response body of ``url`` into ``out``; return (md5 hex, sha256 hex)."""
+    limits = limits or _Limits(Deadline(None), 0.0, size if size is not None else MAX_UNKNOWN_BYTES)
     md5 = hashlib.md5(usedforsecurity=False)
     sha = hashlib.sha256()
     received = 0
+    start = time.monotonic()
     with _open_url(url, timeout) as response:
         status = getattr(response, "status", 200)
         if status != 200:
             raise _error(url, dest, f"unexpected HTTP status {status} (expected 200)")
+        ctype = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype in ("text/html", "application/xhtml+xml"):
+            raise _error(url, dest, f"the server sent a web page ({ctype}), not a checkpoint")
         declared = _parse_content_length(response.headers.get("Content-Length"))
         if size is not None and declared is not None and declared != size:
             raise _error(
                 url, dest, f"size mismatch: server announces {declared} bytes, expected {size}"
+            )
+        if declared is not None and declared > limits.max_bytes:
+            raise _error(
+                url,
+                dest,
+                f"the server announces {declared} bytes, over the limit of "
+                f"{limits.max_bytes} (pass max_bytes= if this is right)",
             )
         total = size if size is not None else declared
         with tqdm(
@@ -385,14 +447,26 @@ def _stream(url, out, dest, size, progress, timeout, chunk_size) -> tuple[str, s
             disable=not progress,
             dynamic_ncols=True,
         ) as bar:
-            while True:
-                chunk = response.read(chunk_size)
-                if not chunk:
-                    break
+            for chunk in read_chunks(response, limits.deadline, chunk_size):
                 received += len(chunk)
                 if size is not None and received > size:
                     raise _error(
                         url, dest, f"size mismatch: received more than the expected {size} bytes"
+                    )
+                if received > limits.max_bytes:
+                    raise _error(
+                        url,
+                        dest,
+                        f"more than {limits.max_bytes} bytes received and the size "
+                        "is unknown; refused (pass max_bytes= if this is right)",
+                    )
+                elapsed = time.monotonic() - start
+                if elapsed > SLOW_GRACE and received < limits.min_rate * elapsed:
+                    raise _error(
+                        url,
+                        dest,
+                        f"too slow: {received} bytes in {elapsed:.0f} s (under "
+                        f"{limits.min_rate / 1024:g} KiB/s)",
                     )
                 md5.update(chunk)
                 sha.update(chunk)
@@ -403,6 +477,55 @@ def _stream(url, out, dest, size, progress, timeout, chunk_size) -> tuple[str, s
     if size is not None and received != size:
         raise _error(url, dest, f"size mismatch: received {received} bytes, expected {size}")
     return md5.hexdigest(), sha.hexdigest()
+
+
+def check_checkpoint_file(path: Path) -> str | None:
+    """Why the file at ``path`` cannot be a checkpoint (None when its structure is sound).
+
+    Checks the container only, cheaply: a torch zip archive whose directory is intact (a
+    truncated download loses it) and whose entries fit in the file, a safetensors header whose
+    tensors fit in the file, or a legacy torch pickle. An HTML or text error page is refused.
+    """
+    import json
+    import zipfile
+
+    try:
+        file_size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as exc:
+        return f"cannot read the downloaded file ({exc})"
+    if not head:
+        return "the server sent an empty file"
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body", b'{"', b"<")):
+        return "the server sent a web page or text, not a checkpoint (an error page?)"
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                total = sum(i.compress_size for i in zf.infolist())
+                if total > file_size:
+                    return "the archive's entries are larger than the file (corrupt)"
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            return f"the file is not a complete torch archive (truncated?): {exc}"
+        return None
+    if head[:1] == b"\x80":  # legacy (non-zip) torch.save: a pickle stream
+        return None
+    if len(head) >= 9 and head[8:9] == b"{":
+        n = int.from_bytes(head[:8], "little")
+        if 8 + n > file_size:
+            return "the safetensors header is larger than the file (truncated)"
+        try:
+            with open(path, "rb") as f:
+                f.seek(8)
+                header = json.loads(f.read(n))
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        except (ValueError, KeyError, TypeError, RecursionError, OSError) as exc:
+            return f"the safetensors header is unreadable ({type(exc).__name__})"
+        if 8 + n + max(ends, default=0) > file_size:
+            return "the safetensors data is shorter than its header says (truncated)"
+        return None
+    return "the file is neither a torch checkpoint nor a safetensors file"
 
 
 # --------------------------------------------------------------------------------------------
@@ -454,4 +577,6 @@ def ensure_weights(
         md5_prefix=weights.md5_prefix,
         sha256=weights.sha256,
         progress=progress,
+        # a checksum proves the content; without one, at least the container must be sound
+        validate=None if weights.md5_prefix or weights.sha256 else check_checkpoint_file,
     )

@@ -17,6 +17,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..models import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TinyViT, TwoWayTransformer
+from .config_bounds import check_config
 from .download import WeightsFile
 
 
@@ -112,6 +113,9 @@ class ModelConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
 
     def build(self) -> Sam:
+        """A freshly initialized :class:`Sam` (the config is bounds-checked first, so an absurd
+        config from an untrusted file cannot allocate gigabytes)."""
+        check_config(self)
         dec = self.decoder
         grid = self.encoder.embedding_size
         size = self.encoder.img_size
@@ -151,11 +155,15 @@ class ModelConfig:
             kind = enc.get("kind", "vit")
             enc_cls = {"vit": ViTConfig, "tiny_vit": TinyViTConfig}[kind]
             enc = {k: tuple(v) if isinstance(v, list) else v for k, v in enc.items()}
-            return cls(
+            config = cls(
                 encoder=enc_cls(**enc), decoder=DecoderConfig(**dict(data.get("decoder", {})))
             )
-        except (KeyError, TypeError) as e:
-            raise CheckpointError(f"invalid samkit model config {dict(data)!r}: {e}") from e
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            shown = repr(data)
+            shown = shown if len(shown) <= 300 else shown[:300] + "..."
+            raise CheckpointError(f"invalid samkit model config {shown}: {e!r}") from None
+        check_config(config)
+        return config
 
     def describe(self) -> str:
         e = self.encoder
@@ -312,6 +320,11 @@ def _infer_vit(sd: Mapping[str, torch.Tensor], keys: list[str]) -> ViTConfig:
     depth = len(_indices(keys, r"image_encoder\.blocks\.(\d+)\."))
     grid = _shape(sd, p + "pos_embed")[1]
     head_dim = _shape(sd, p + "blocks.0.attn.rel_pos_h")[1]
+    if head_dim < 1 or embed_dim < 1 or patch < 1 or grid < 1 or embed_dim % head_dim:
+        raise CheckpointError(
+            f"inconsistent ViT shapes: embed dim {embed_dim}, head dim {head_dim} (from "
+            f"blocks.0.attn.rel_pos_h), patch {patch}, grid {grid}"
+        )
     global_idx, windows = [], set()
     for i in range(depth):
         length = _shape(sd, f"{p}blocks.{i}.attn.rel_pos_h")[0]
@@ -391,6 +404,15 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
 
     Raises :class:`CheckpointError` when the keys are not those of a SAM model.
     """
+    try:
+        config = _infer_config(state_dict)
+    except (ZeroDivisionError, ValueError, IndexError, OverflowError) as e:
+        raise CheckpointError(f"tensor shapes do not fit together as a SAM model ({e})") from None
+    check_config(config)
+    return config
+
+
+def _infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
     keys = list(state_dict)
     if "image_encoder.patch_embed.proj.weight" in state_dict:
         encoder: EncoderConfig = _infer_vit(state_dict, keys)
