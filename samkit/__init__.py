@@ -18,6 +18,7 @@ _EXPORTS = {
     "OnnxPredictor": "samkit.onnx_predictor",
     "Predictor": "samkit.interactive",
     "Results": "samkit.results",
+    "from_supervision": "samkit.supervision",
     "load_sources": "samkit.sources",
     "SamAutomaticMaskGenerator": "samkit.automatic",
     "segment_everything": "samkit.everything",
