@@ -1,7 +1,9 @@
 """Export SAM models to deployment formats: an ONNX image encoder + prompt decoder pair.
 
 ``export(model, format="onnx", output_dir=..., **options)`` checks the format and options and
-calls the format's exporter (:func:`export_onnx`). Imported lazily: :mod:`samkit.export.spec`
+calls the format's exporter (:func:`export_onnx`); with ``preset=`` (``"xanylabeling"``,
+``"cvat"``, ``"webdemo"``) it writes the files a labeling tool loads
+(:func:`samkit.export.presets.export_preset`). Imported lazily: :mod:`samkit.export.spec`
 is torch-free and used by the onnxruntime predictor.
 """
 
@@ -21,17 +23,25 @@ _EXPORTS = {
     "export_onnx": "samkit.export.onnx",
     "weights_fingerprint": "samkit.export.onnx",
     "verify_export": "samkit.export.verify",
+    "export_preset": "samkit.export.presets",
+    "save_embedding_npy": "samkit.export.presets",
 }
+PRESETS = ("xanylabeling", "cvat", "webdemo")
 
-__all__ = ["FORMATS", "export", *_EXPORTS]
+__all__ = ["FORMATS", "PRESETS", "export", *_EXPORTS]
 
 
 def export(
-    model: Any, format: str = "onnx", output_dir: str | os.PathLike = ".", **options: Any
+    model: Any,
+    format: str = "onnx",
+    output_dir: str | os.PathLike = ".",
+    preset: str | None = None,
+    **options: Any,
 ) -> dict[str, Path]:
     """Export ``model`` (a :class:`~samkit.SAM`) to ``format``; returns the written paths.
 
-    ``options`` are those of the format's exporter (for ONNX: :func:`export_onnx`).
+    ``options`` are those of the format's exporter (for ONNX: :func:`export_onnx`); with
+    ``preset`` those of :func:`~samkit.export.presets.export_preset`.
     """
     fmt = str(format).lower().lstrip(".")
     if fmt not in FORMATS:
@@ -39,11 +49,17 @@ def export(
             f"unsupported export format {format!r}: samkit exports {', '.join(FORMATS)} "
             "(an image encoder + prompt decoder pair for onnxruntime and the annotation tools)"
         )
-    exporter = importlib.import_module("samkit.export.onnx").export_onnx
+    if preset is not None:
+        if str(preset).lower() not in PRESETS:
+            raise ExportError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        exporter = importlib.import_module("samkit.export.presets").export_preset
+        options["preset"] = str(preset).lower()
+    else:
+        exporter = importlib.import_module("samkit.export.onnx").export_onnx
     accepted = [
         p.name for p in inspect.signature(exporter).parameters.values() if p.kind == p.KEYWORD_ONLY
     ]
-    unknown = sorted(set(options) - set(accepted))
+    unknown = sorted(set(options) - set(accepted) - {"preset"})
     if unknown:
         raise ExportError(
             f"unknown {fmt} export option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
