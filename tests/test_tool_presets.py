@@ -9,6 +9,7 @@ tools is imported or copied. The model is a tiny seeded ViT with the real interf
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib.util
 import io
 import json
@@ -363,34 +364,41 @@ def test_webdemo_matches_predictor(tool_model, exports, kind):
 # -- options and errors -----------------------------------------------------------------------
 def test_preset_errors(tool_model, tmp_path):
     demo = SAM("samkit-demo")  # input 256, embeddings 128 x 16 x 16
-    with pytest.raises(ExportError, match="1024 long side"):
-        demo.export("onnx", tmp_path, preset="xanylabeling")
+    for preset in ("xanylabeling", "cvat", "webdemo"):
+        with pytest.raises(ExportError, match="1024 long side"):
+            demo.export("onnx", tmp_path, preset=preset)
+    narrow = ModelConfig(
+        dataclasses.replace(TOOL_CONFIG.encoder, out_chans=128),
+        dataclasses.replace(TOOL_CONFIG.decoder, transformer_dim=128, num_heads=4),
+    )
+    small = SAM.from_config(narrow, seeded=True)  # input 1024, embeddings 128 x 64 x 64
     with pytest.raises(ExportError, match=r"\[1, 256, 64, 64\]"):
-        demo.export("onnx", tmp_path, preset="cvat")
+        small.export("onnx", tmp_path, preset="cvat")
     with pytest.raises(ExportError, match="unknown preset"):
-        demo.export("onnx", tmp_path, preset="labelme")
+        tool_model.export("onnx", tmp_path, preset="labelme")
     with pytest.raises(ExportError, match="webdemo option"):
-        demo.export("onnx", tmp_path, preset="cvat", image="x.png")
+        tool_model.export("onnx", tmp_path, preset="cvat", image="x.png")
     with pytest.raises(ExportError, match="unknown onnx export option"):
-        demo.export("onnx", tmp_path, preset="webdemo", mask_output="all")
+        tool_model.export("onnx", tmp_path, preset="webdemo", mask_output="all")
     with pytest.raises(ExportError, match="cannot be read"):
-        demo.export("onnx", tmp_path, preset="webdemo", image=tmp_path / "missing.png")
+        tool_model.export("onnx", tmp_path, preset="webdemo", image=tmp_path / "missing.png")
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing half-written
 
 
-def test_cli_webdemo_preset(tmp_path):
+def test_cli_webdemo_preset(tool_model, exports, tmp_path):
     from samkit.cli import main
 
+    weights = exports["cvat"]["weights"]  # the CVAT function's safetensors (config inside)
     img = tmp_path / "cat.png"
     Image.fromarray(synthetic_image(120, 160)).save(img)
     out = tmp_path / "out"
-    rc = main(
-        ["export", "model=samkit-demo", "preset=webdemo", f"output_dir={out}", f"image={img}"]
-    )
-    assert rc == 0
-    emb = np.load(out / "samkit_demo_webdemo" / "data" / "cat_embedding.npy")
-    assert emb.shape == (1, 128, 16, 16)
-    assert (out / "samkit_demo_webdemo" / "model" / "sam_onnx_quantized_example.onnx").is_file()
+    argv = ["export", f"model={weights}", "preset=webdemo", f"output_dir={out}", f"image={img}"]
+    assert main(argv) == 0
+    emb = np.load(out / "model_webdemo" / "data" / "cat_embedding.npy")
+    p = SamPredictor(tool_model.model)
+    p.set_image(synthetic_image(120, 160))
+    np.testing.assert_allclose(emb, p.features.numpy(), rtol=0, atol=1e-6)
+    assert (out / "model_webdemo" / "model" / "sam_onnx_quantized_example.onnx").is_file()
 
 
 @pytest.mark.parametrize("size", [(1100, 1300), (300, 500)], ids=["shrink", "enlarge"])

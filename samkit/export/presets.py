@@ -54,9 +54,11 @@ from .tool_graphs import CvatDecoderGraph, RawImageEncoderGraph, ToolDecoderGrap
 PRESETS = ("xanylabeling", "cvat", "webdemo")
 RAW_ENCODER_INPUT = "input_image"  # samexporter's --use-preprocess name, read by X-AnyLabeling
 CVAT_OUTPUTS = ("masks", "iou_predictions", "low_res_masks", "xtl", "ytl", "xbr", "ybr")
-# X-AnyLabeling's SAM loader resizes every image into a fixed 684 x 1024 canvas and maps
-# prompts to a 1024 long side (anylabeling/services/auto_labeling/sam_onnx.py)
-XANY_INPUT_SIZE = 1024
+# X-AnyLabeling's SAM loader (anylabeling/services/auto_labeling/sam_onnx.py), CVAT's plugin
+# (cvat-ui/plugins/sam/src/ts/index.tsx) and Meta's demo (demo/src/components/helpers/
+# scaleHelper.tsx) all scale prompts to a fixed 1024 long side
+TOOL_INPUT_SIZE = 1024
+XANY_INPUT_SIZE = TOOL_INPUT_SIZE
 
 
 def export_preset(
@@ -90,6 +92,11 @@ def export_preset(
         raise ExportError("samkit_requirement= is a cvat option (what the function installs)")
     sam, config, default_name = _unwrap(model)
     name = _check_name(name or default_name)
+    if sam.image_size != TOOL_INPUT_SIZE:
+        raise ExportError(
+            f"{preset} scales prompts to a {TOOL_INPUT_SIZE} long side (a constant in the tool); "
+            f"this model's input size is {sam.image_size}"
+        )
     if image is not None:  # read before writing anything
         stem = Path(image).stem if isinstance(image, (str, os.PathLike)) else "image"
         image = (stem, _read_rgb(image))
@@ -166,11 +173,6 @@ def export_tool_decoder(sam: Sam, path: Path, opset: int, graph: str = "best") -
 def _xanylabeling(
     sam: Sam, out: Path, tmp: Path, name: str, opset: int, base: GraphMeta
 ) -> dict[str, Path]:
-    if sam.image_size != XANY_INPUT_SIZE:
-        raise ExportError(
-            f"X-AnyLabeling's SAM loader maps prompts to a {XANY_INPUT_SIZE} long side; this "
-            f"model's input size is {sam.image_size}"
-        )
     written: dict[str, Path] = {}
     export_raw_encoder(sam, tmp / "encoder.onnx", opset)
     meta = replace(base, role="encoder")
