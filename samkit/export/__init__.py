@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExportError
+from .spec import PRESETS  # torch-free
 
 FORMATS = ("onnx",)
 
@@ -26,7 +27,6 @@ _EXPORTS = {
     "export_preset": "samkit.export.presets",
     "save_embedding_npy": "samkit.export.presets",
 }
-PRESETS = ("xanylabeling", "cvat", "webdemo")
 
 __all__ = ["FORMATS", "PRESETS", "export", *_EXPORTS]
 

@@ -48,10 +48,9 @@ from .onnx import (
     pixel_stats,
     weights_fingerprint,
 )
-from .spec import DECODER_INPUTS, DECODER_OUTPUTS, GraphMeta
+from .spec import DECODER_INPUTS, DECODER_OUTPUTS, PRESETS, GraphMeta
 from .tool_graphs import CvatDecoderGraph, RawImageEncoderGraph, ToolDecoderGraph
 
-PRESETS = ("xanylabeling", "cvat", "webdemo")
 RAW_ENCODER_INPUT = "input_image"  # samexporter's --use-preprocess name, read by X-AnyLabeling
 CVAT_OUTPUTS = ("masks", "iou_predictions", "low_res_masks", "xtl", "ytl", "xbr", "ybr")
 # X-AnyLabeling's SAM loader (anylabeling/services/auto_labeling/sam_onnx.py), CVAT's plugin
