@@ -25,6 +25,7 @@ from PIL import Image
 
 from samkit import SAM, SamPredictor
 from samkit.errors import ExportError
+from samkit.export import export_preset
 from samkit.registry import DecoderConfig, ModelConfig, ViTConfig
 
 from .conftest import synthetic_image
@@ -382,6 +383,9 @@ def test_preset_errors(tool_model, tmp_path):
         tool_model.export("onnx", tmp_path, preset="webdemo", mask_output="all")
     with pytest.raises(ExportError, match="cannot be read"):
         tool_model.export("onnx", tmp_path, preset="webdemo", image=tmp_path / "missing.png")
+    sam2_like = SimpleNamespace(model=type("Sam2", (), {})())
+    with pytest.raises(ExportError, match="SAM 2.1 layout is not written yet"):
+        export_preset(sam2_like, tmp_path, "xanylabeling")
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing half-written
 
 

@@ -14,8 +14,14 @@
   file name Meta's demo loads), its fp32 twin, and with ``image=`` the image's embedding as
   ``<name>_webdemo/data/<stem>_embedding.npy``.
 
-The SAM 2.1 layouts (X-AnyLabeling's ``image_embed`` + ``high_res_feats_0/1`` encoder, CVAT's
-SAM 2 function) are a new entry in :data:`PRESET_GRAPHS` once samkit builds SAM 2.1 models.
+Not yet: SAM 2.1 layouts. X-AnyLabeling's ``segment_anything_2`` loader
+(``anylabeling/services/auto_labeling/__base__/sam2.py``) preprocesses itself (``cv2.resize`` to
+the encoder's static input, ImageNet mean / std), reads the encoder's outputs by position
+(``high_res_feats_0, high_res_feats_1, image_embed``) and feeds the decoder **seven** inputs by
+position (no ``orig_im_size``), no padding point, and resizes the best low-res mask itself; that
+is the three-output encoder of ``samkit.export.sam2_onnx`` plus a decoder variant and a YAML
+writer here. CVAT's SAM 2 function decodes server side (``pos_points`` / ``neg_points`` in, a
+mask out).
 """
 
 from __future__ import annotations
@@ -89,6 +95,11 @@ def export_preset(
         raise ExportError("image= is a webdemo option (the embedding .npy for Meta's demo)")
     if samkit_requirement is not None and preset != "cvat":
         raise ExportError("samkit_requirement= is a cvat option (what the function installs)")
+    if type(getattr(model, "model", model)).__name__ == "Sam2":
+        raise ExportError(
+            f"the {preset} preset writes SAM / MobileSAM layouts; its SAM 2.1 layout is not "
+            "written yet (export SAM 2.1 with format='onnx' and no preset)"
+        )
     sam, config, default_name = _unwrap(model)
     name = _check_name(name or default_name)
     if sam.image_size != TOOL_INPUT_SIZE:
