@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import importlib.util
 import io
 import json
@@ -66,11 +67,23 @@ def exports(tool_model, tmp_path_factory):
     }
 
 
+_PREDICTORS: dict = {}
+
+
+def _predictor(model, image):
+    """samkit's torch predictor with ``image`` set (cached: encoding is the slow part)."""
+    key = (id(model), image.shape, hashlib.sha1(image.tobytes()).hexdigest())
+    if key not in _PREDICTORS:
+        p = SamPredictor(model.model)
+        p.set_image(image)
+        _PREDICTORS[key] = p
+    return _PREDICTORS[key]
+
+
 def _reference(model, image, prompt):
     """samkit's torch predictor: the best of the multimask outputs for one click or a box,
     the single-mask output for more points (Meta's rule for a one-mask decoder)."""
-    p = SamPredictor(model.model)
-    p.set_image(image)
+    p = _predictor(model, image)
     kw = {}
     if "points" in prompt:
         kw["point_coords"] = np.array(prompt["points"], np.float64)
@@ -97,6 +110,9 @@ def _agreement(a, b):
 
 
 # -- X-AnyLabeling ----------------------------------------------------------------------------
+_XANY_EMBEDDINGS: dict = {}
+
+
 def _xanylabeling_run(config_path: Path, image_rgb: np.ndarray, marks: list[dict]) -> np.ndarray:
     """X-AnyLabeling's SAM path, re-stated from CVHub520/X-AnyLabeling:
     anylabeling/services/auto_labeling/model.py (YAML, paths relative to the config file),
@@ -117,7 +133,11 @@ def _xanylabeling_run(config_path: Path, image_rgb: np.ndarray, marks: list[dict
     canvas = cv2.warpAffine(
         image_rgb, matrix[:2], (canvas_hw[1], canvas_hw[0]), flags=cv2.INTER_LINEAR
     )
-    embedding = enc.run(None, {enc.get_inputs()[0].name: canvas.astype(np.float32)})[0]
+    key = (str(config_path), hashlib.sha1(canvas.tobytes()).hexdigest())
+    if key not in _XANY_EMBEDDINGS:  # X-AnyLabeling caches embeddings per image too
+        feeds = {enc.get_inputs()[0].name: canvas.astype(np.float32)}
+        _XANY_EMBEDDINGS[key] = enc.run(None, feeds)[0]
+    embedding = _XANY_EMBEDDINGS[key]
     points, labels = [], []
     for mark in marks:
         if mark["type"] == "point":
@@ -294,9 +314,7 @@ def test_cvat_function_and_decoder(tool_model, exports):
     _, low = _cvat_decode(decoder, embedding, h, w, pos=first)
     second = [[w * 0.2, h * 0.3]]
     got, _ = _cvat_decode(decoder, embedding, h, w, pos=first, neg=second, low_res=low)
-    p = SamPredictor(tool_model.model)
-    p.set_image(image)
-    masks, _, _ = p.predict(
+    masks, _, _ = _predictor(tool_model, image).predict(
         point_coords=np.array(first + second),
         point_labels=np.array([1, 0]),
         mask_input=low[0],
@@ -413,9 +431,7 @@ def test_raw_encoder_resizes_like_the_predictor(tool_model, exports, size):
     image = synthetic_image(*size, seed=8)
     enc = ort.InferenceSession(str(exports["xany"]["encoder"]))
     got = enc.run(None, {"input_image": image.astype(np.float32)})[0]
-    p = SamPredictor(tool_model.model)
-    p.set_image(image)
-    ref = p.features.numpy()
+    ref = _predictor(tool_model, image).features.numpy()
     assert got.shape == ref.shape
     assert np.abs(got - ref).max() <= 5e-3 * np.abs(ref).max()
 
