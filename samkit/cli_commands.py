@@ -308,7 +308,16 @@ def run_export(args: dict[str, Any]) -> int:
 
     skip = ("model", "format", "output_dir", "cache_dir", "preset")
     options = {k: v for k, v in args.items() if k not in skip}
-    if args["preset"] is not None:  # the pair options do not apply; only those given by hand
+    if args["preset"] is not None:  # the pair options do not apply to a preset
+        defaults = {a.name: a.default for a in EXPORT_ARGS}
+        changed = [k for k, v in options.items() if k not in PRESET_OPTIONS and v != defaults[k]]
+        if changed:
+            from .errors import ExportError
+
+            raise ExportError(
+                f"{', '.join(changed)} do not apply with preset={args['preset']} "
+                f"(its options: {', '.join(PRESET_OPTIONS)})"
+            )
         options = {k: v for k, v in options.items() if k in PRESET_OPTIONS and v is not None}
         options["preset"] = args["preset"]
     else:

@@ -421,6 +421,12 @@ def test_cli_webdemo_preset(tool_model, exports, tmp_path):
     p.set_image(synthetic_image(120, 160))
     np.testing.assert_allclose(emb, p.features.numpy(), rtol=0, atol=1e-6)
     assert (out / "model_webdemo" / "model" / "sam_onnx_quantized_example.onnx").is_file()
+    # the pair's options do not apply to a preset: refused, not ignored
+    assert (
+        main(["export", f"model={weights}", "preset=cvat", "quantize=true", f"output_dir={out}"])
+        != 0
+    )
+    assert not (out / "model_cvat").exists()
 
 
 @pytest.mark.parametrize("size", [(1100, 1300), (300, 500)], ids=["shrink", "enlarge"])
