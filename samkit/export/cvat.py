@@ -40,8 +40,7 @@ class CvatEmbeddingHandler:
     """
 
     def __init__(self, weights: str | os.PathLike, device: str | None = None) -> None:
-        from ..model import SAM  # the public facade; imported here to keep this module light
-        from ..predictor import SamPredictor
+        from .. import SAM, SamPredictor  # the public API, imported here to keep this light
 
         model = SAM(str(weights))
         if device:

@@ -283,7 +283,7 @@ def _webdemo(
 def save_embedding_npy(model: Any, image: Any, path: str | os.PathLike) -> Path:
     """Write the image embedding (``1 x C x h x w`` float32) of ``image`` (a path or an
     ``H x W x 3`` uint8 RGB array) as a ``.npy`` file, as Meta's web demo loads it."""
-    from ..predictor import SamPredictor
+    from .. import SamPredictor  # public API (module paths are moving to layers)
 
     sam = model if isinstance(model, Sam) else _unwrap(model)[0]
     predictor = SamPredictor(sam)
