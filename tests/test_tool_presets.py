@@ -460,3 +460,37 @@ def test_in_graph_resize_is_pillows():
         got = _round_levels(wy @ _round_levels(x @ wx.T))[0].permute(1, 2, 0).numpy()
         diff = np.abs(got - ref)
         assert diff.max() <= 1 and (diff > 0).mean() < 5e-3, (h, w)
+
+
+def test_meta_decoder_as_is_differs_in_the_tools(tool_model, exports, tmp_path):
+    """Why the tool decoders exist: Meta's decoder graph fed X-AnyLabeling's box (+ padding
+    point) or CVAT's unpadded clicks answers another prompt than the predictor's."""
+    plain = tool_model.export("onnx", tmp_path, encoder=False, mask_output="best")["decoder"]
+    xany_dir = exports["xany"]["config"].parent
+    config = tmp_path / "plain.yaml"
+    config.write_text(
+        exports["xany"]["config"]
+        .read_text()
+        .replace("tiny.encoder.onnx", str(xany_dir / "tiny.encoder.onnx"))
+        .replace("tiny.decoder.onnx", str(plain))
+    )
+    image = synthetic_image(684, 1024, seed=5)
+    prompt = _prompts(684, 1024)["box"]
+    ref, _, predictor = _reference(tool_model, image, prompt)
+    got = _xanylabeling_run(config, image, _marks(prompt))
+    assert _agreement(got, ref) < MIN_AGREEMENT
+    embedding = predictor.features.numpy()
+    click = _prompts(684, 1024)["click"]
+    ref, _, _ = _reference(tool_model, image, click)
+    masks = ort.InferenceSession(str(plain)).run(
+        None,
+        {
+            "image_embeddings": embedding,
+            "point_coords": np.array(click["points"], np.float32)[None],  # long side 1024: scale 1
+            "point_labels": np.array([[1.0]], np.float32),
+            "mask_input": np.zeros((1, 1, 256, 256), np.float32),
+            "has_mask_input": np.zeros(1, np.float32),
+            "orig_im_size": np.array([684, 1024], np.float32),
+        },
+    )[0]
+    assert _agreement(masks[0, 0] > 0, ref) < MIN_AGREEMENT
