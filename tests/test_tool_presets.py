@@ -494,3 +494,26 @@ def test_meta_decoder_as_is_differs_in_the_tools(tool_model, exports, tmp_path):
         },
     )[0]
     assert _agreement(masks[0, 0] > 0, ref) < MIN_AGREEMENT
+
+
+def test_cvat_crop_and_bounds(tool_model, monkeypatch):
+    """The CVAT outputs from given logits: the inclusive box of the mask and the mask cut to it;
+    an empty mask gives the whole frame of zeros (the plugin makes an empty shape of it)."""
+    import torch
+
+    from samkit.export.tool_graphs import CvatDecoderGraph, ToolDecoderGraph
+
+    logits = torch.full((1, 1, 40, 50), -1.0)
+    logits[0, 0, 5:12, 7:30] = 1.0
+    logits[0, 0, 20, 3] = 2.0
+    iou, low = torch.ones(1, 1), torch.zeros(1, 1, 256, 256)
+    monkeypatch.setattr(ToolDecoderGraph, "forward", lambda self, *a: (logits, iou, low))
+    graph = CvatDecoderGraph(tool_model.model)
+    crop, _, _, xtl, ytl, xbr, ybr = graph()
+    assert [int(v) for v in (xtl, ytl, xbr, ybr)] == [3, 5, 29, 20]
+    np.testing.assert_array_equal(crop[0, 0].numpy(), (logits[0, 0, 5:21, 3:30] > 0).numpy())
+    assert crop.dtype == torch.uint8
+    logits.fill_(-1.0)
+    crop, _, _, xtl, ytl, xbr, ybr = graph()
+    assert [int(v) for v in (xtl, ytl, xbr, ybr)] == [0, 0, 49, 39] and not crop.any()
+    assert len(_mask2rle(crop.reshape(-1).tolist())) < 2  # the plugin's "empty" test
