@@ -401,10 +401,12 @@ def test_preset_errors(tool_model, tmp_path):
         tool_model.export("onnx", tmp_path, preset="webdemo", mask_output="all")
     with pytest.raises(ExportError, match="cannot be read"):
         tool_model.export("onnx", tmp_path, preset="webdemo", image=tmp_path / "missing.png")
+    with pytest.raises(ExportError, match="opset must be"):
+        tool_model.export("onnx", tmp_path, preset="webdemo", opset=9)
     sam2_like = SimpleNamespace(model=type("Sam2", (), {})())
     with pytest.raises(ExportError, match="SAM 2.1 layout is not written yet"):
         export_preset(sam2_like, tmp_path, "xanylabeling")
-    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing half-written
+    assert not list(tmp_path.iterdir())  # nothing written, not even a folder
 
 
 def test_cli_webdemo_preset(tool_model, exports, tmp_path):

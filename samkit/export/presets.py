@@ -44,6 +44,7 @@ from ..registry import match_variant
 from . import cvat
 from .onnx import (
     DEFAULT_OPSET,
+    MIN_OPSET,
     _check_name,
     _cpu_float32,
     _finish,
@@ -51,6 +52,7 @@ from .onnx import (
     _quantize,
     _torch_export,
     _unwrap,
+    max_opset,
     pixel_stats,
     weights_fingerprint,
 )
@@ -107,6 +109,11 @@ def export_preset(
             f"{preset} scales prompts to a {TOOL_INPUT_SIZE} long side (a constant in the tool); "
             f"this model's input size is {sam.image_size}"
         )
+    top = max_opset()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
+        raise ExportError(f"opset must be an integer from {MIN_OPSET} to {top}, got {opset!r}")
+    if preset == "cvat":
+        _check_cvat(sam, config)
     if image is not None:  # read before writing anything
         stem = Path(image).stem if isinstance(image, (str, os.PathLike)) else "image"
         image = (stem, _read_rgb(image))
@@ -221,15 +228,6 @@ def _cvat(
     base: GraphMeta,
     requirement: str | None,
 ) -> dict[str, Path]:
-    gh, gw = sam.prompt_encoder.image_embedding_size
-    shape = (1, sam.prompt_encoder.embed_dim, gh, gw)
-    if shape != cvat.EMBEDDING_SHAPE:
-        raise ExportError(
-            f"CVAT's SAM plugin reads embeddings of shape {list(cvat.EMBEDDING_SHAPE)}; this "
-            f"model's are {list(shape)} (SAM ViT-B/L/H and MobileSAM fit)"
-        )
-    if config is None:
-        raise ExportError("the cvat preset needs a model with a known config (a samkit.SAM)")
     from .. import __version__
 
     folder = out / f"{name}_cvat"
@@ -246,6 +244,18 @@ def _cvat(
     written["function"] = _write_text(nuclio / "function.yaml", files["function.yaml"])
     written["handler"] = _write_text(nuclio / "main.py", files["main.py"])
     return written
+
+
+def _check_cvat(sam: Sam, config: Any) -> None:
+    gh, gw = sam.prompt_encoder.image_embedding_size
+    shape = (1, sam.prompt_encoder.embed_dim, gh, gw)
+    if shape != cvat.EMBEDDING_SHAPE:
+        raise ExportError(
+            f"CVAT's SAM plugin reads embeddings of shape {list(cvat.EMBEDDING_SHAPE)}; this "
+            f"model's are {list(shape)} (SAM ViT-B/L/H and MobileSAM fit)"
+        )
+    if config is None:
+        raise ExportError("the cvat preset needs a model with a known config (a samkit.SAM)")
 
 
 def _webdemo(
