@@ -22,6 +22,7 @@ _EXPORTS = {
     "Predictor": "samkit.predict.predictor",
     "SAMPredictor": "samkit.ultralytics_predictor",
     "Results": "samkit.results",
+    "from_supervision": "samkit.supervision",
     "load_sources": "samkit.data.sources",
     "SamAutomaticMaskGenerator": "samkit.everything.automatic",
     "segment_everything": "samkit.everything.segment",

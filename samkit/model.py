@@ -218,6 +218,8 @@ class SAM:
 
         Options as :func:`samkit.export.export_onnx` (``opset``, ``mask_output``, ``quantize``,
         ``name``, ...). Returns the written paths (``encoder``, ``decoder``, ``metadata``, ...).
+        ``preset="xanylabeling" | "cvat" | "webdemo"`` writes the files that tool loads
+        (:func:`samkit.export.presets.export_preset`).
         """
         from .export import export
 

@@ -243,6 +243,13 @@ class Results:
             lines.append(f"{int(cls)} {coords}")
         return "\n".join(lines) + ("\n" if lines else "")
 
+    def to_supervision(self, class_ids: Any = None, names: Any = None) -> Any:
+        """``sv.Detections`` (masks, XYXY boxes, confidence = predicted IoU, class ids) for
+        Roboflow's supervision; see :func:`samkit.supervision.to_supervision`."""
+        from .supervision import to_supervision
+
+        return to_supervision(self, class_ids=class_ids, names=names)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python description: image info plus one entry per mask (RLE segmentation)."""
         h, w = self.shape

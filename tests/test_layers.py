@@ -20,7 +20,7 @@ ROOT = Path(samkit.__file__).parent
 # package of a strictly lower rank; packages of the same rank do not import each other.
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
-    ("ops", "safeio"),  # plain functions over arrays and tensors; safe file and URL I/O
+    ("ops", "safeio", "supervision"),  # plain functions; safe file and URL I/O; sv conversion
     ("models", "data", "results"),  # nn.Modules + InputSpec; image sources, datasets; Results
     ("zoo",),  # encoder-kind registry, variants, checkpoints, downloads, seeded weights
     ("predict",),  # one image: geometry, prompts, hardware, the predictors, the decode path

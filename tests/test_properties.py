@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from samkit.annotate.labels import CocoBoxes, _parse_yolo_line
-from samkit.annotate.detectors import MAX_CLASS_ID
-from samkit.predict.prompts import fit_prompts, parse_prompts
 
+from samkit.annotate.detectors import MAX_CLASS_ID
+from samkit.annotate.labels import CocoBoxes, _parse_yolo_line
 from samkit.errors import DatasetError, PromptError
+from samkit.predict.prompts import fit_prompts, parse_prompts
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

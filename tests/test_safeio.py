@@ -9,7 +9,6 @@ import os
 from unittest import mock
 
 import pytest
-from samkit.zoo.download import clean_stale_parts
 
 from samkit.errors import OutputError
 from samkit.safeio import (
@@ -21,6 +20,7 @@ from samkit.safeio import (
     shorten_component,
     write_atomic,
 )
+from samkit.zoo.download import clean_stale_parts
 
 
 def test_safe_name_is_short_safe_and_keeps_long_names_apart():

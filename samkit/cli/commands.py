@@ -322,16 +322,39 @@ EXPORT_ARGS = [
     Arg("encoder", True, "export the image encoder", "bool"),
     Arg("decoder", True, "export the prompt decoder", "bool"),
     Arg("verify", False, "run the exported graphs in onnxruntime and compare with torch", "bool"),
+    Arg(
+        "preset",
+        None,
+        "write the files a tool loads: xanylabeling, cvat or webdemo (other options: name, opset)",
+        "choice",
+        ("xanylabeling", "cvat", "webdemo"),
+    ),
+    Arg("image", None, "webdemo: also write this image's embedding as .npy", "path"),
+    Arg("samkit_requirement", None, "cvat: pip requirement the function installs", "str"),
     Arg("cache_dir", None, "directory for downloaded checkpoints", "path"),
 ]
+PRESET_OPTIONS = ("name", "opset", "image", "samkit_requirement")
 
 
 def run_export(args: dict[str, Any]) -> int:
     from ..model import SAM
 
-    options = {
-        k: v for k, v in args.items() if k not in ("model", "format", "output_dir", "cache_dir")
-    }
+    skip = ("model", "format", "output_dir", "cache_dir", "preset")
+    options = {k: v for k, v in args.items() if k not in skip}
+    if args["preset"] is not None:  # the pair options do not apply to a preset
+        defaults = {a.name: a.default for a in EXPORT_ARGS}
+        changed = [k for k, v in options.items() if k not in PRESET_OPTIONS and v != defaults[k]]
+        if changed:
+            from ..errors import ExportError
+
+            raise ExportError(
+                f"{', '.join(changed)} do not apply with preset={args['preset']} "
+                f"(its options: {', '.join(PRESET_OPTIONS)})"
+            )
+        options = {k: v for k, v in options.items() if k in PRESET_OPTIONS and v is not None}
+        options["preset"] = args["preset"]
+    else:
+        options = {k: v for k, v in options.items() if k not in ("image", "samkit_requirement")}
     model = SAM(args["model"], cache_dir=args["cache_dir"])
     paths = model.export(args["format"], args["output_dir"], **options)
     for kind, path in paths.items():

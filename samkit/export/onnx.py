@@ -326,14 +326,17 @@ def _quantize(src: Path, dst: Path) -> None:
         logger.setLevel(level)
 
 
-def _finish(staged: Path, out: Path, name: str, key: str, meta: GraphMeta) -> dict[str, Path]:
+def _finish(
+    staged: Path, out: Path, name: str, key: str, meta: GraphMeta, stem: str | None = None
+) -> dict[str, Path]:
     """Stamp ``meta`` into the staged graph, check it, move it (and its data) to ``out``.
 
-    Returns ``{key: out/<name>_<key>.onnx}`` plus ``{key_data: ...}`` for external weights.
+    Returns ``{key: out/<stem>.onnx}`` (``stem`` defaults to ``<name>_<key>``) plus
+    ``{key_data: ...}`` for external weights.
     """
     import onnx
 
-    stem = f"{name}_{key}"
+    stem = stem or f"{name}_{key}"
     try:
         proto = onnx.load(str(staged))
     except Exception as e:

@@ -32,6 +32,9 @@ MASK_TOKENS = {
 }
 MASK_OUTPUT_COUNTS = {"all": 4, "multi": 3, "single": 1, "best": 1}
 
+# export presets: the files a labeling tool loads (samkit.export.presets)
+PRESETS = ("xanylabeling", "cvat", "webdemo")
+
 FORMAT_NAME = "samkit-onnx"
 FORMAT_VERSION = 1
 _PREFIX = "samkit."

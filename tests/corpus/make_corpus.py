@@ -54,6 +54,7 @@ from tests.corpus.outputs import download_cases, output_cases
 # -- checkpoints -----------------------------------------------------------------------------
 def checkpoint_cases(root: Path) -> list[Case]:
     from safetensors.torch import save_file
+
     from samkit.zoo.registry import VARIANTS
 
     d = root / "checkpoint"
