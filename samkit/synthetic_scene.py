@@ -108,8 +108,11 @@ class LargeScene:
             sub = m[s0 - by0 : s1 - by0]
             region = img[s0 - y0 : s1 - y0, bx0:bx1]
             region[sub] = fill[s0 - by0 : s1 - by0][sub]
-        noise = np.random.default_rng([self.seed, 3, y0]).normal(0, self.noise, img.shape)
-        return np.clip(img + noise, 0, 255).astype(np.uint8)
+        for k in range(y1 - y0):  # noise drawn per row: any split into bands gives the same
+            img[k] += np.random.default_rng([self.seed, 3, y0 + k]).normal(
+                0, self.noise, (self.width, 3)
+            )
+        return np.clip(img, 0, 255).astype(np.uint8)
 
     def bands(self, rows: int = 512) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(y0, band)`` covering the scene top to bottom."""

@@ -171,8 +171,14 @@ def segment_everything_tiled(
                 ):
                     bx0, by0, bx1, by1 = (int(b[0]), int(b[1]), int(b[2]) + 1, int(b[3]) + 1)
                     crop = m[by0:by1, bx0:bx1]
-                    if v is not None:
+                    if v is not None:  # no mask pixel on nodata; the box shrinks to fit
                         crop = crop & v[by0:by1, bx0:bx1]
+                        rows, cols = np.flatnonzero(crop.any(1)), np.flatnonzero(crop.any(0))
+                        if not len(rows):
+                            continue
+                        crop = crop[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+                        bx0, by0 = bx0 + int(cols[0]), by0 + int(rows[0])
+                        bx1, by1 = bx0 + crop.shape[1], by0 + crop.shape[0]
                     if not crop.any():
                         continue
                     boxes.append((tx0 + bx0, ty0 + by0, tx0 + bx1, ty0 + by1))

@@ -58,6 +58,7 @@ class RawRaster:
     touched counted as resident)."""
 
     def __init__(self, path: str | os.PathLike, height: int, width: int) -> None:
+        self._fd = -1
         self.path = Path(path)
         self.height, self.width = int(height), int(width)
         size = self.path.stat().st_size
