@@ -47,6 +47,9 @@ PREDICT_ARGS = [
     Arg("save_masks", True, "save each mask as a PNG under masks/", "bool"),
     Arg("save_txt", False, "save YOLO polygon labels under labels/", "bool"),
     Arg("cache_dir", None, "directory for downloaded checkpoints", "path"),
+    Arg("tile", None, "segment in tiles of this many px (true = the model's input size)", "any"),
+    Arg("overlap", None, "pixels shared by neighbouring tiles (default tile / 4)", "int"),
+    Arg("bands", None, "GeoTIFF bands for R,G,B, e.g. [3,2,1] (with tile=)", "list"),
 ]
 
 
@@ -95,8 +98,17 @@ def run_predict(args: dict[str, Any]) -> int:
         )
     model = SAM(args["model"], cache_dir=args["cache_dir"], device=args["device"])
     save_dir = increment_dir(Path(args["project"]), args["name"], args["exist_ok"])
+    tile = args["tile"]
+    if tile is not None and not isinstance(tile, bool | int):
+        raise UsageError(f"tile must be a number of pixels or true, got {tile!r}")
+    if tile not in (None, False) and str(args["source"]).lower().endswith((".tif", ".tiff")):
+        from .cli_large import run_predict_large
+
+        return run_predict_large(model, args, prompts, everything, save_dir)
 
     call_kwargs = {} if prompts else everything
+    if tile not in (None, False):
+        call_kwargs.update(tile=tile, overlap=args["overlap"])
     stream = model(
         args["source"],
         **prompts,

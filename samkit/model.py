@@ -21,7 +21,16 @@ from .registry import ModelConfig, match_variant
 from .seeded import seeded_state_dict
 
 # keyword arguments of SAM.__call__ besides the prompts (the rest go to segment-everything)
-_CALL_OPTIONS = ("batch", "vid_stride", "image_format", "max_pixels", "strict", "chunk_size")
+_CALL_OPTIONS = (
+    "batch",
+    "vid_stride",
+    "image_format",
+    "max_pixels",
+    "strict",
+    "chunk_size",
+    "tile",
+    "overlap",
+)
 
 
 class SAM:
@@ -149,7 +158,10 @@ class SAM:
         ``image_format="RGB"``), PIL image or video file (``vid_stride=``). Options:
         ``batch`` (images per encoder pass), ``device``, ``precision``, ``max_pixels``
         (decompression-bomb limit), ``strict`` (raise on a bad image instead of skipping it),
-        ``chunk_size`` (prompts per decoder pass).
+        ``chunk_size`` (prompts per decoder pass), ``tile`` / ``overlap`` (segment large images
+        in native-resolution tiles, ``tile=True`` = the model's input size; masks of objects cut
+        by seams are merged: see :mod:`samkit.tiling`, which also streams images too large for
+        full-size masks).
         """
         options = {k: kwargs.pop(k) for k in _CALL_OPTIONS if k in kwargs}
         prompts = parse_prompts(bboxes, points, labels, masks)

@@ -140,3 +140,29 @@ def test_prompts_in_map_coordinates(demo, geotiff):
     by_points = predict_map(demo, scene, points=pixel_to_map(scene, centers), tile=256)
     assert by_points.prompt_index.tolist() == list(range(6))
     assert sum(by_points.mask(i)[int(c[1]), int(c[0])] for i, c in enumerate(centers)) >= 5
+
+
+def test_cli_predict_geotiff_in_tiles(geotiff, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from samkit.ops.rle import rle_to_mask
+
+    path, _, truth = geotiff
+    cmd = [sys.executable, "-m", "samkit", "predict", "model=samkit-demo", f"source={path}"]
+    cmd += ["tile=256", "overlap=64", "bands=[3,2,1]", "points_stride=8", "conf_thres=0.7"]
+    cmd += ["stability_score_thresh=0.85", f"project={tmp_path}", "name=geo"]
+    env = dict(os.environ, SAMKIT_OFFLINE="1", OMP_NUM_THREADS="1")
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "geo"
+    assert sorted(p.name for p in out.iterdir()) == ["masks.gpkg", "masks.tif", "results.json"]
+    [image] = json.loads((out / "results.json").read_text())["images"]
+    assert "32633" in image["crs"] and image["transform"] == list(TRANSFORM)[:6]
+    masks = [rle_to_mask(m["segmentation"]) for m in image["masks"]]
+    found = CroppedMasks((448, 640), [(0, 0, 640, 448)] * len(masks), masks, np.ones(len(masks)))
+    assert (match_masks(found, truth)[0] >= 0.8).mean() >= 0.85
+    with rasterio.open(out / "masks.tif") as ds:
+        assert ds.crs == CRS_UTM and ds.transform == TRANSFORM and ds.read(1).max() == len(masks)
+    assert pyogrio.read_info(out / "masks.gpkg")["features"] == len(masks)

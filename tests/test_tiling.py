@@ -251,3 +251,40 @@ def test_raw_raster_reads_windows(tmp_path):
     r.close()
     # rendering band by band gives the same pixels as rendering any other band split
     assert np.array_equal(sc.band(50, 130), image[50:130])
+
+
+# -- the same engine behind model(...), the Meta-style generator ------------------------------
+def test_model_call_with_tile_returns_the_tiled_masks_as_results(demo, scene):
+    _, image, truth = scene
+    expected = segment_everything_tiled(demo, image, tile=256, overlap=64, **EVERYTHING)
+    [r] = demo(image[..., ::-1], tile=256, overlap=64, **EVERYTHING)  # BGR like any array
+    assert len(r) == len(expected) and r.masks.shape == (len(r), 768, 768)
+    assert np.array_equal(r.masks, expected.dense())
+    assert np.allclose(r.scores, expected.scores) and np.allclose(r.boxes, expected.boxes_xyxy)
+    [p] = demo(image, image_format="RGB", bboxes=truth.boxes[:4], tile=True)
+    assert p.prompt_index.tolist() == [0, 1, 2, 3] and p.masks.shape == (4, 768, 768)
+    with pytest.raises(PromptError, match="masks= prompts cannot be tiled"):
+        demo(image, masks=np.zeros((1, 768, 768), bool), tile=True)
+
+
+def test_mask_generator_with_tile_gives_meta_records(demo):
+    from samkit import SamAutomaticMaskGenerator
+    from samkit.ops.rle import coco_to_rle
+
+    image = make_large_scene(256, 512, seed=8).image()
+    kw = {"points_per_side": 8, "pred_iou_thresh": 0.7, "stability_score_thresh": 0.85}
+    masks = SamAutomaticMaskGenerator(demo, tile=256, overlap=64, **kw).generate(image)
+    rles = SamAutomaticMaskGenerator(demo, tile=256, overlap=64, output_mode="coco_rle", **kw)
+    rles = rles.generate(image)
+    assert len(masks) == len(rles) > 3
+    for m, r in zip(masks, rles):
+        assert np.array_equal(rle_to_mask(r["segmentation"]), m["segmentation"])
+        assert (
+            m["area"]
+            == m["segmentation"].sum()
+            == sum(coco_to_rle(r["segmentation"])["counts"][1::2])
+        )
+        ys, xs = np.nonzero(m["segmentation"])
+        assert m["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()]
+    with pytest.raises(SamkitError, match="crop_n_layers"):
+        SamAutomaticMaskGenerator(demo, tile=256, crop_n_layers=1)
