@@ -98,7 +98,8 @@ def child(size: int, path: str, mode: str, evaluate: bool) -> dict:
         tb, tc = scene.truth()
         truth = CroppedMasks((size, size), tb, tc, np.ones(len(tc)))
         best, pieces = match_masks(out, truth)
-        grid = tile_grid(size, size, 256, 64)
+        # seams of the mode's own grid (the whole-image call: those of the tiled grid)
+        grid = tile_grid(size, size, 256, 0 if mode == "fixed" else 64)
         ex = set(grid[:, [0, 2]].ravel().tolist()) - {0, size}
         ey = set(grid[:, [1, 3]].ravel().tolist()) - {0, size}
         b = truth.boxes_xyxy
