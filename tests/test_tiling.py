@@ -288,3 +288,35 @@ def test_mask_generator_with_tile_gives_meta_records(demo):
         assert m["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()]
     with pytest.raises(SamkitError, match="crop_n_layers"):
         SamAutomaticMaskGenerator(demo, tile=256, crop_n_layers=1)
+
+
+def test_auto_annotate_with_tile_decodes_boxes_at_native_resolution(demo, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from samkit import auto_annotate
+
+    sc = make_large_scene(512, 768, seed=9)
+    (tmp_path / "img").mkdir()
+    Image.fromarray(sc.image()).save(tmp_path / "img" / "scene.png")
+    boxes, crops = sc.truth()
+    truth = CroppedMasks((512, 768), boxes, crops, np.ones(len(crops)))
+    tight = truth.boxes_xyxy
+
+    def detector(image):
+        return tight, np.zeros(len(tight), np.int64), np.ones(len(tight))
+
+    ious = {}
+    for tile in (None, 256):
+        out = tmp_path / f"out_{tile}"
+        auto_annotate(tmp_path / "img", detector, demo, output_dir=out, format="coco",
+                      tile=tile, progress=False)  # fmt: skip
+        anns = json.loads((out / "annotations.json").read_text())["annotations"]
+        masks = [rle_to_mask(a["segmentation"]) for a in anns]
+        found = CroppedMasks(
+            (512, 768), [(0, 0, 768, 512)] * len(masks), masks, np.ones(len(masks))
+        )
+        ious[tile] = match_masks(found, truth)[0]
+    assert (ious[256] >= 0.8).mean() >= 0.9
+    assert ious[256].mean() > ious[None].mean() + 0.1  # the whole image is downscaled 3x
