@@ -78,7 +78,9 @@ class LargeScene:
         return np.flatnonzero(hit).tolist()
 
     # -- pixels ------------------------------------------------------------------------------
-    def _background(self, y0: int, y1: int) -> np.ndarray:
+    def _background(self, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
+        """Rows ``y0:y1``, columns ``x0:x1`` of the background, float ``h x w x 3``."""
+        x1 = self.width if x1 is None else x1
         rng = np.random.default_rng([self.seed, 1])
         c1, c2 = rng.uniform(30, 225, 3), rng.uniform(30, 225, 3)
         gh, gw = self.height // _CLOUD + 2, self.width // _CLOUD + 2
@@ -86,7 +88,7 @@ class LargeScene:
         rows = range(y0 // _CLOUD, min(gh, (y1 - 1) // _CLOUD + 2))
         grid = np.stack([np.random.default_rng([self.seed, 2, r]).random(gw) for r in rows])
         ys = np.arange(y0, y1) / _CLOUD - rows[0]
-        xs = np.arange(self.width) / _CLOUD
+        xs = np.arange(x0, x1) / _CLOUD
         iy, ix = np.floor(ys).astype(int), np.floor(xs).astype(int)
         fy, fx = (ys - iy)[:, None], (xs - ix)[None, :]
         g = grid.astype(np.float32)
@@ -102,7 +104,7 @@ class LargeScene:
             bx0, by0, bx1, by1 = (int(v) for v in self.boxes[i])
             m = self.mask(i)
             rng = np.random.default_rng([int(self.objects[i, 5]), 7])
-            under = self._background(by0, by1)[:, bx0:bx1][m].mean(axis=0)
+            under = self._background(by0, by1, bx0, bx1)[m].mean(axis=0)
             fill = _distinct_fill(rng, by1 - by0, bx1 - bx0, under)
             s0, s1 = max(by0, y0), min(by1, y1)
             sub = m[s0 - by0 : s1 - by0]
