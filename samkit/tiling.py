@@ -30,10 +30,9 @@ __all__ = ["predict_tiled", "segment_everything_tiled", "tile_grid"]
 
 def _sam_module(model: Any):
     """The ``Sam`` module of a :class:`~samkit.SAM`, a Predictor or a ``Sam`` itself."""
-    for attr in ("model",):
-        inner = getattr(model, attr, None)
-        if isinstance(inner, torch.nn.Module):
-            return inner
+    inner = getattr(model, "model", None)
+    if isinstance(inner, torch.nn.Module):
+        return inner
     if isinstance(model, torch.nn.Module):
         return model
     raise SamkitError(f"expected a samkit SAM model or Sam module, got {type(model).__name__}")

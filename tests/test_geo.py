@@ -166,3 +166,19 @@ def test_cli_predict_geotiff_in_tiles(geotiff, tmp_path):
     with rasterio.open(out / "masks.tif") as ds:
         assert ds.crs == CRS_UTM and ds.transform == TRANSFORM and ds.read(1).max() == len(masks)
     assert pyogrio.read_info(out / "masks.gpkg")["features"] == len(masks)
+
+
+def test_uint8_without_nodata_is_read_as_is(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, (3, 40, 50), dtype=np.uint8)
+    path = tmp_path / "rgb.tif"
+    with rasterio.open(
+        path, "w", driver="GTiff", height=40, width=50, count=3, dtype="uint8", crs=CRS_UTM,
+        transform=TRANSFORM,
+    ) as dst:  # fmt: skip
+        dst.write(data)
+    with open_geotiff(path) as r:
+        assert r.scale is None and r.valid(0, 0, 50, 40) is None
+        assert np.array_equal(r.read(5, 6, 30, 40), np.moveaxis(data, 0, -1)[6:40, 5:30])
+    with pytest.raises(ImageError, match="cannot open"):
+        open_geotiff(tmp_path / "missing.tif")
