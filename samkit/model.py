@@ -21,7 +21,16 @@ from .zoo.registry import ModelConfig, match_variant
 from .zoo.seeded import seeded_state_dict
 
 # keyword arguments of SAM.__call__ besides the prompts (the rest go to segment-everything)
-_CALL_OPTIONS = ("batch", "vid_stride", "image_format", "max_pixels", "strict", "chunk_size")
+_CALL_OPTIONS = (
+    "batch",
+    "vid_stride",
+    "image_format",
+    "max_pixels",
+    "strict",
+    "chunk_size",
+    "tile",
+    "overlap",
+)
 
 
 class SAM:
@@ -151,7 +160,10 @@ class SAM:
         ``batch`` (images per encoder pass), ``device``, ``precision``, ``max_pixels``
         (decompression-bomb limit), ``strict`` (raise on a bad image instead of skipping it),
         ``chunk_size`` (prompts per decoder pass), ``verbose`` (segment everything: a progress
-        bar with the time left, and a line per image of what each filter kept, on stderr).
+        bar with the time left, and a line per image of what each filter kept, on stderr),
+        ``tile`` / ``overlap`` (segment large images in native-resolution tiles, ``tile=True`` =
+        the model's input size; masks of objects cut by seams are merged: see
+        :mod:`samkit.everything.tiling`, which also streams images too large for full-size masks).
         """
         options = {k: kwargs.pop(k) for k in _CALL_OPTIONS if k in kwargs}
         prompts = parse_prompts(bboxes, points, labels, masks)

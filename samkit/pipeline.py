@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from .data.sources import SourceItem, is_single_source, load_sources
-from .errors import SamkitError
+from .errors import PromptError, SamkitError
 from .everything.segment import segment_everything
 from .predict.embedding import Embedding, encode_images
 from .predict.precision import autocast
@@ -83,8 +84,12 @@ def run(
     max_pixels: int | None = None,
     strict: bool | None = None,
     everything: dict[str, Any] | None = None,
+    tile: int | bool | None = None,
+    overlap: int | None = None,
 ) -> Iterator[Results]:
-    """Yield Results for every readable image of ``source``; skipped ones go to ``errors``."""
+    """Yield Results for every readable image of ``source``; skipped ones go to ``errors``.
+
+    With ``tile`` (not None/False) each image is segmented in tiles (:mod:`samkit.everything.tiling`)."""
     if int(batch) < 1:
         raise SamkitError(f"batch must be a positive integer, got {batch!r}")
     strict = is_single_source(source) if strict is None else strict
@@ -108,6 +113,16 @@ def run(
     for item in items:
         if not item.ok:
             skip(item, item.error)
+            continue
+        if tile is not None and tile is not False:
+            try:
+                yield _tiled(
+                    predictor, item, prompts, everything or {}, tile, overlap, multimask_output
+                )
+            except PromptError as exc:
+                if strict:
+                    raise
+                skip(item, str(exc))
             continue
         if prompts.empty:
             try:
@@ -218,4 +233,63 @@ def _everything(predictor: Predictor, item: SourceItem, params: dict[str, Any]) 
         prompt_labels=np.ones((n, 1), dtype=np.int32),
         frame=item.frame,
         speed={"everything": (time.perf_counter() - t0) * 1e3},
+    )
+
+
+def _tiled(
+    predictor: Predictor,
+    item: SourceItem,
+    prompts: Prompts,
+    params: dict[str, Any],
+    tile: int | bool,
+    overlap: int | None,
+    multimask_output: bool,
+) -> Results:
+    """One image segmented in tiles: cropped masks made full-size for :class:`Results`."""
+    from .everything.tiling import predict_tiled, segment_everything_tiled
+
+    if prompts.masks is not None:
+        raise PromptError("masks= prompts cannot be tiled; give boxes or points, or tile=None")
+    model = predictor.sam_predictor.model
+    precision = "bf16" if predictor.dtype == torch.bfloat16 else "fp32"
+    t0 = time.perf_counter()
+    if prompts.empty:
+        out = segment_everything_tiled(
+            model, item.image, tile, overlap, precision=precision, **params
+        )
+    else:
+        out = predict_tiled(
+            model,
+            item.image,
+            prompts.boxes,
+            prompts.points,
+            prompts.labels,
+            tile=tile,
+            multimask_output=multimask_output,
+            precision=precision,
+        )
+    n = len(out)
+    extra: dict[str, Any] = {}
+    if prompts.empty:
+        extra = {
+            "stability_scores": out.stability,
+            "prompt_points": out.points.reshape(n, 1, 2),
+            "prompt_labels": np.ones((n, 1), dtype=np.int32),
+        }
+    else:
+        extra = {
+            "prompt_points": prompts.points,
+            "prompt_labels": prompts.labels,
+            "prompt_boxes": prompts.boxes,
+        }
+    return Results(
+        orig_img=np.ascontiguousarray(item.image[..., ::-1]),
+        path=item.path,
+        masks=out.dense(),
+        scores=out.scores,
+        boxes=out.boxes_xyxy,
+        prompt_index=out.prompt_index,
+        frame=item.frame,
+        speed={"tiled": (time.perf_counter() - t0) * 1e3},
+        **extra,
     )

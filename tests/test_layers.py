@@ -24,7 +24,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("models", "data", "results"),  # nn.Modules + InputSpec; image sources, datasets; Results
     ("zoo",),  # encoder-kind registry, variants, checkpoints, downloads, seeded weights
     ("predict",),  # one image: geometry, prompts, hardware, the predictors, the decode path
-    ("everything", "annotate", "train", "export"),
+    ("everything", "train", "export"),
+    ("annotate",),  # may tile through everything/
     ("pipeline",),  # a source of images -> Results
     ("model",),  # the SAM facade
     ("ultralytics_predictor",),  # Ultralytics-style SAMPredictor over the facade

@@ -102,6 +102,7 @@ def auto_annotate(
     recursive: bool = False,
     precision: str = "fp32",
     progress: bool = True,
+    tile: int | bool | None = None,
 ) -> AnnotateSummary:
     """Segment every box of every image in ``data`` with SAM and write a segmentation dataset.
 
@@ -130,6 +131,8 @@ def auto_annotate(
         precision: SAM image encoder precision, "fp32" (reference), "bf16" or "auto" (bf16
             where the hardware has it); see :mod:`samkit.predict.precision`.
         progress: show a progress bar.
+        tile: decode each box in a native-resolution window of this many pixels (True: the
+            model's input size) instead of on the whole image downscaled; for large images.
 
     Returns:
         An :class:`AnnotateSummary`; per-image failures are also logged to ``samkit.annotate``.
@@ -176,7 +179,7 @@ def auto_annotate(
         if todo:
             sam = _load_sam(sam_model, device)
             predictor = SamPredictor(sam, precision=precision)
-            _run(todo, root, source, keep, predictor, writer, summary, progress)
+            _run(todo, root, source, keep, predictor, writer, summary, progress, tile)
         summary.names = mapped
         if not mapped:
             summary.notes.append(_no_names_note(fmt))
@@ -193,7 +196,7 @@ def auto_annotate(
     return summary
 
 
-def _run(todo, root, source, keep, predictor, writer, summary, progress) -> None:
+def _run(todo, root, source, keep, predictor, writer, summary, progress, tile=None) -> None:
     from tqdm import tqdm
 
     to_output = source.to_output_ids if summary.format == "yolo" else None
@@ -204,7 +207,7 @@ def _run(todo, root, source, keep, predictor, writer, summary, progress) -> None
             dets = source(rel, image)
             if keep is not None:
                 dets = dets.select(np.isin(dets.class_ids, list(keep)))
-            objects = segment_detections(predictor, image, dets)
+            objects = segment_detections(predictor, image, dets, tile)
             if to_output is not None:
                 objects = _remap(objects, to_output)
             written, dropped = writer.write(rel, image.shape[:2], objects)
@@ -220,21 +223,39 @@ def _run(todo, root, source, keep, predictor, writer, summary, progress) -> None
 
 
 def segment_detections(
-    predictor: SamPredictor, image: np.ndarray, dets: Detections
+    predictor: SamPredictor, image: np.ndarray, dets: Detections, tile: int | bool | None = None
 ) -> Iterator[SegmentedObject]:
     """One :class:`SegmentedObject` per detection, in order (class ids as given).
 
     Boxes are clipped to the image; a box empty after clipping gets ``mask=None``. The image is
     encoded once and its boxes decoded together (in chunks of ``DECODE_BATCH``); masks are
     produced lazily, ``UPSAMPLE_BATCH`` at a time, so memory stays bounded for many boxes.
+    With ``tile`` each box is decoded in a native-resolution window around it
+    (:func:`samkit.tiling.predict_tiled`) instead of on the downscaled whole image.
     """
     h, w = image.shape[:2]
     boxes = clip_boxes(dets.boxes_xyxy, h, w)
     valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    masks = _box_masks(predictor, image, boxes[valid]) if valid.any() else iter(())
+    if not valid.any():
+        masks = iter(())
+    elif tile is not None and tile is not False:
+        masks = _tiled_box_masks(predictor, image, boxes[valid], tile)
+    else:
+        masks = _box_masks(predictor, image, boxes[valid])
     for i in range(len(dets)):
         mask, pred_iou = next(masks) if valid[i] else (None, 0.0)
         yield SegmentedObject(int(dets.class_ids[i]), float(dets.scores[i]), pred_iou, mask)
+
+
+def _tiled_box_masks(
+    predictor: SamPredictor, image: np.ndarray, boxes_xyxy: np.ndarray, tile: int | bool
+) -> Iterator[tuple[np.ndarray, float]]:
+    from ..everything.tiling import predict_tiled
+
+    precision = predictor.precision
+    out = predict_tiled(predictor.model, image, boxes_xyxy, tile=tile, precision=precision)
+    for i in range(len(out)):
+        yield out.mask(i), float(out.scores[i])
 
 
 def _box_masks(

@@ -60,6 +60,9 @@ PREDICT_ARGS = [
         "segment everything: progress bar with the time left, and what each filter kept",
         "bool",
     ),
+    Arg("tile", None, "segment in tiles of this many px (true = the model's input size)", "any"),
+    Arg("overlap", None, "pixels shared by neighbouring tiles (default tile / 4)", "int"),
+    Arg("bands", None, "GeoTIFF bands for R,G,B, e.g. [3,2,1] (with tile=)", "list"),
 ]
 
 
@@ -110,8 +113,17 @@ def run_predict(args: dict[str, Any]) -> int:
         raise UsageError(str(e)) from None
     model = SAM(args["model"], cache_dir=args["cache_dir"], device=args["device"])
     save_dir = increment_dir(Path(args["project"]), args["name"], args["exist_ok"])
+    tile = args["tile"]
+    if tile is not None and not isinstance(tile, bool | int):
+        raise UsageError(f"tile must be a number of pixels or true, got {tile!r}")
+    if tile not in (None, False) and str(args["source"]).lower().endswith((".tif", ".tiff")):
+        from .large import run_predict_large
+
+        return run_predict_large(model, args, prompts, everything, save_dir)
 
     call_kwargs = {} if prompts else {**everything, "verbose": args["verbose"]}
+    if tile not in (None, False):
+        call_kwargs.update(tile=tile, overlap=args["overlap"])
     stream = model(
         args["source"],
         **prompts,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import SamkitError
 from ..models import Sam
@@ -30,6 +31,11 @@ class SamAutomaticMaskGenerator:
     Same arguments and defaults as Meta's class, plus ``precision`` ("fp32" exact, "bf16",
     "auto"; None follows an active autocast) and ``progress``. ``model`` is a
     :class:`~samkit.models.Sam` or a high-level :class:`samkit.SAM`.
+
+    ``tile`` (pixels, or True for the model's input size) and ``overlap``: segment in
+    native-resolution tiles with masks merged across seams (:mod:`samkit.everything.tiling`); the
+    generator settings then apply per tile, ``crop_box`` is the whole image, and the RLE output
+    modes never build a full-size mask.
     """
 
     def __init__(
@@ -50,6 +56,8 @@ class SamAutomaticMaskGenerator:
         output_mode: str = "binary_mask",
         precision: str | None = None,
         progress: bool = False,
+        tile: int | bool | None = None,
+        overlap: int | None = None,
     ) -> None:
         sam = getattr(model, "model", model)
         if not isinstance(sam, Sam):
@@ -76,6 +84,9 @@ class SamAutomaticMaskGenerator:
         self.output_mode = output_mode
         self.precision = precision
         self.progress = progress
+        self.tile, self.overlap = tile, overlap
+        if tile is not None and tile is not False and (point_grids is not None or crop_n_layers):
+            raise SamkitError("tile= works with points_per_side and crop_n_layers=0 only")
         self.last_stats: dict[str, float] = {}  # counters and timings of the last generate()
         self.last_summary = ""  # what each filter kept in the last generate(), in words
 
@@ -87,6 +98,8 @@ class SamAutomaticMaskGenerator:
         ``predicted_iou``, ``point_coords`` ``[[x, y]]``, ``stability_score``, ``crop_box``
         (XYWH). Records come in the reference's order.
         """
+        if self.tile is not None and self.tile is not False:
+            return self._generate_tiled(image)
         dtype = resolve_dtype(self.precision, self.predictor.device)
         data, cleaned, self.last_stats = generate_mask_set(
             self.predictor, image, self.params, dtype, self.progress
@@ -118,6 +131,51 @@ class SamAutomaticMaskGenerator:
                     "point_coords": [[float(v) for v in data.points[i]]],
                     "stability_score": float(data.stability[i]),
                     "crop_box": [cx1, cy1, cx2 - cx1, cy2 - cy1],
+                }
+            )
+        return records
+
+    def _generate_tiled(self, image: np.ndarray) -> list[dict[str, Any]]:
+        from ..ops.rle import coco_to_rle
+        from .tiling import segment_everything_tiled
+
+        p = self.params
+        dtype = resolve_dtype(self.precision, self.predictor.device)
+        out = segment_everything_tiled(
+            self.predictor.model,
+            image,
+            self.tile,
+            self.overlap,
+            precision="bf16" if dtype == torch.bfloat16 else "fp32",
+            progress=self.progress,
+            points_stride=p.points_per_side,
+            points_batch_size=p.points_per_batch,
+            conf_thres=p.pred_iou_thresh,
+            stability_score_thresh=p.stability_score_thresh,
+            stability_score_offset=p.stability_score_offset,
+            iou=p.box_nms_thresh,
+            min_mask_region_area=p.min_mask_region_area,
+        )
+        self.last_stats = out.stats
+        h, w = out.image_size
+        rles = out.to_coco_rle() if self.output_mode != "binary_mask" else None
+        boxes = out.boxes_xyxy
+        records = []
+        for i, area in enumerate(out.areas):
+            if rles is None:
+                seg: Any = out.mask(i)
+            else:
+                seg = rles[i] if self.output_mode == "coco_rle" else coco_to_rle(rles[i])
+            x1, y1, x2, y2 = (int(v) for v in boxes[i])
+            records.append(
+                {
+                    "segmentation": seg,
+                    "area": int(area),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "predicted_iou": float(out.scores[i]),
+                    "point_coords": [[float(v) for v in out.points[i]]],
+                    "stability_score": float(out.stability[i]),
+                    "crop_box": [0, 0, w, h],
                 }
             )
         return records
