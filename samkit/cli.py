@@ -19,6 +19,7 @@ from typing import Any
 from . import __version__, cli_commands
 from .cli_args import Arg, Command, UsageError, format_help, parse_args
 from .errors import SamkitError
+from .serve.cli import SERVE_ARGS, SERVE_USAGE
 
 MODEL_HELP = "checkpoint path, official file name (sam_b.pt, mobile_sam.pt, ...) or variant name"
 
@@ -103,6 +104,23 @@ register(
         cli_commands.BENCHMARK_ARGS,
         _runner("run_benchmark"),
         usage="[models=[sam_b,mobile_sam]] [precisions=[fp32,bf16]] [runs=3] [key=value ...]",
+    )
+)
+
+
+def _serve(args: dict[str, Any]) -> int:
+    from .serve.cli import run_serve
+
+    return run_serve(args)
+
+
+register(
+    Command(
+        "serve",
+        "Annotate a folder in the browser (click -> mask -> save); JSON API; Label Studio backend.",
+        SERVE_ARGS,
+        _serve,
+        usage=SERVE_USAGE,
     )
 )
 
