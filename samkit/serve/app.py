@@ -8,8 +8,6 @@ Image ids are strings: ``"0"``, ``"1"``, ... for the folder's images (sorted lis
 path. The OpenAPI schema is at ``/openapi.json`` and browsable at ``/docs``.
 """
 
-from __future__ import annotations
-
 import contextlib
 import hashlib
 import os
@@ -311,7 +309,7 @@ def create_app(
             nxt = str(int(image_id) + 1)
             if prefetch:
                 state.engine.prefetch(*state.resolve(nxt))
-        return {"id": image_id, "encode_ms": ms, **state.engine.status(key)}
+        return {"id": image_id, **state.engine.status(key), "encode_ms": ms}
 
     @app.get("/api/images/{image_id}/status")
     def status(image_id: str):

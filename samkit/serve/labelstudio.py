@@ -18,8 +18,6 @@ the served folder whose name matches the task's URL (Label Studio's upload prefi
 and ``?d=`` local-file paths are understood).
 """
 
-from __future__ import annotations
-
 import base64
 import re
 from pathlib import PurePosixPath

@@ -174,6 +174,7 @@ class AnnotationStore:
                 f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {size[1]}x{size[0]}"
             )
         with self._lock:
+            names = list(self.names)
             class_id = self._class_id(label)
             ann = coco_annotation(SegmentedObject(class_id, 1.0, float(score), mask), "rle")
             if ann is None:
@@ -187,7 +188,7 @@ class AnnotationStore:
                 "objects": [],
             }
             new = {**record, "objects": [*record["objects"], obj]}
-            self._commit(index, new)
+            self._commit(index, new, names)
             return dict(obj)
 
     def delete(self, index: int, obj_id: str) -> None:
@@ -200,10 +201,11 @@ class AnnotationStore:
         label = check_label(label)
         with self._lock:
             record, pos = self._find(index, obj_id)
+            names = list(self.names)
             obj = {**record["objects"][pos], "label": label, "category_id": self._class_id(label)}
             objects = list(record["objects"])
             objects[pos] = obj
-            self._commit(index, {**record, "objects": objects})
+            self._commit(index, {**record, "objects": objects}, names)
             return dict(obj)
 
     def _find(self, index: int, obj_id: str) -> tuple[dict[str, Any], int]:
@@ -214,13 +216,32 @@ class AnnotationStore:
                     return record, k
         raise StoreError(f"unknown object id {str(obj_id)[:40]!r} on image {index}", 404)
 
-    def _commit(self, index: int, record: dict[str, Any]) -> None:
+    def _commit(self, index: int, record: dict[str, Any], names: list[str] | None = None) -> None:
         """Write the record and the label files, then make it the current one.
 
-        The in-memory state changes only after every file is written, so a failed write leaves
-        memory and disk as they were before the request (up to the files already renamed, which
-        the next change rewrites)."""
+        When a write fails (disk full, a refused link), the previous state is written back and
+        the error raised: memory and disk stay as they were before the request."""
         record["revision"] = int(record["revision"]) + 1
+        old = self.records.get(index)
+        try:
+            self._write_image(index, record)
+            self.records[index] = record
+            self._write_dataset()
+        except BaseException:
+            # put the previous state back on disk (each file is replaced atomically)
+            if names is not None:
+                self.names = names
+            if old is not None:
+                self.records[index] = old
+                self._write_image(index, old)
+            else:
+                self.records.pop(index, None)
+                self._coco.result_path(self.images[index]).unlink(missing_ok=True)
+                self._yolo.result_path(self.images[index]).unlink(missing_ok=True)
+            self._write_dataset()
+            raise
+
+    def _write_image(self, index: int, record: dict[str, Any]) -> None:
         rel = self.images[index]
         self._write_record(rel, record)
         size = (record["height"], record["width"])
@@ -230,8 +251,6 @@ class AnnotationStore:
         ]
         self._check_target(self._yolo.result_path(rel))
         self._yolo.write(rel, size, objects)
-        self.records[index] = record
-        self._write_dataset()
 
     def _write_record(self, rel: PurePosixPath, record: dict[str, Any]) -> None:
         path = self._coco.result_path(rel)
