@@ -236,8 +236,12 @@ class AnnotationStore:
                 self._write_image(index, old)
             else:
                 self.records.pop(index, None)
-                self._coco.result_path(self.images[index]).unlink(missing_ok=True)
-                self._yolo.result_path(self.images[index]).unlink(missing_ok=True)
+                for path in (
+                    self._coco.result_path(self.images[index]),
+                    self._yolo.result_path(self.images[index]),
+                ):
+                    if not path.is_symlink():  # a planted link is left alone
+                        path.unlink(missing_ok=True)
             self._write_dataset()
             raise
 
