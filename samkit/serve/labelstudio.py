@@ -20,6 +20,7 @@ and ``?d=`` local-file paths are understood).
 
 import base64
 import re
+import warnings
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -162,7 +163,9 @@ def add_label_studio_routes(app: Any, state: Any, error: type) -> None:
             if region is None:
                 results.append(PredictionValue(result=[], score=0.0, model_version=version))
                 continue
-            item = region._dict()
+            with warnings.catch_warnings():  # the SDK's own pydantic-2 deprecation note
+                warnings.simplefilter("ignore", DeprecationWarning)
+                item = region._dict()
             item.update(original_width=w, original_height=h, image_rotation=0, score=score)
             item["readonly"] = False
             results.append(PredictionValue(result=[item], score=score, model_version=version))
