@@ -355,9 +355,13 @@ def create_app(
         return Response(data, media_type="application/octet-stream", headers=headers)
 
     @app.get("/api/decoder.onnx")
-    def decoder_onnx():
-        """The prompt decoder (Meta's ONNX interface; outputs 4 masks: single + 3 multimask)."""
-        return Response(state.engine.decoder_onnx(), media_type="application/octet-stream")
+    def decoder_onnx(masks: str = "all"):
+        """The prompt decoder (Meta's ONNX interface). ``masks``: ``all`` (4 outputs: the
+        single-mask token, then the 3 multimask ones), ``single`` or ``multi``."""
+        if masks not in ("all", "single", "multi"):
+            raise ApiError(422, f"masks must be all, single or multi, got {masks[:20]!r}")
+        data = state.engine.decoder_onnx(masks)
+        return Response(data, media_type="application/octet-stream")
 
     # -- annotations ------------------------------------------------------------------------
     def objects_response(image_id: str, index: int) -> dict:

@@ -53,7 +53,7 @@ class Engine:
         self._images: OrderedDict[str, np.ndarray] = OrderedDict()
         self._max_images = max_images
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="samkit-prefetch")
-        self._decoder_onnx: bytes | None = None
+        self._decoder_onnx: dict[str, bytes] = {}
         self._onnx_lock = threading.Lock()
 
     @property
@@ -167,17 +167,18 @@ class Engine:
         np.save(buf, np.ascontiguousarray(feats, dtype=np.float32))
         return buf.getvalue(), size  # type: ignore[return-value]
 
-    def decoder_onnx(self) -> bytes:
-        """The prompt decoder as ONNX (Meta's interface, 4 masks: token 0 + multimask 1-3)."""
+    def decoder_onnx(self, mask_output: str = "all") -> bytes:
+        """The prompt decoder as ONNX (Meta's interface). ``mask_output``: "all" (4 masks:
+        token 0 + multimask 1-3), "single" (token 0) or "multi" (tokens 1-3); exported once."""
         with self._onnx_lock:
-            if self._decoder_onnx is None:
+            if mask_output not in self._decoder_onnx:
                 with tempfile.TemporaryDirectory(prefix="samkit-serve-") as tmp:
                     with self.lock:
                         written = self.model.export(
-                            "onnx", tmp, encoder=False, decoder=True, name="decoder"
+                            "onnx", tmp, encoder=False, name="decoder", mask_output=mask_output
                         )
-                    self._decoder_onnx = Path(written["decoder"]).read_bytes()
-            return self._decoder_onnx
+                    self._decoder_onnx[mask_output] = Path(written["decoder"]).read_bytes()
+            return self._decoder_onnx[mask_output]
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

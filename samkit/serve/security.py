@@ -19,6 +19,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 COOKIE = "samkit_token"
+ISOLATION_HEADERS = [
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-embedder-policy", b"require-corp"),
+    (b"x-content-type-options", b"nosniff"),
+]
 
 
 @dataclass
@@ -105,6 +110,8 @@ class GuardMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                # cross-origin isolation: lets the in-browser decoder use wasm threads
+                message["headers"] = [*message.get("headers", []), *ISOLATION_HEADERS]
                 if token and _query_token(scope) == token:
                     # the page was opened with ?token=: keep it in a cookie for images and fetches
                     cookie = f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"

@@ -127,6 +127,7 @@ async function loadList() {
 async function openImage(i) {
   if (i < 0 || i >= S.images.length) return;
   S.index = i; S.imageId = S.images[i].id;
+  S.objects = []; S.selected = null; renderObjects();
   history.replaceState(null, "", `#${i}`);
   clearPrompts(false);
   S.proposals = []; renderProposals(); S.undo = S.undo.filter((u) => u.type === "accept");
@@ -156,7 +157,9 @@ async function encodeCurrent() {
 }
 
 async function loadObjects() {
-  const data = await api("GET", `api/images/${S.imageId}/annotations`);
+  const id = S.imageId;
+  const data = await api("GET", `api/images/${id}/annotations`);
+  if (id !== S.imageId) return; // another image was opened meanwhile
   S.objects = data.objects.map((o) => ({ ...o, mask: Rle.decode(o.segmentation) }));
   S.names = data.names;
   $("names").innerHTML = "";

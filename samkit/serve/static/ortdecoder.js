@@ -4,11 +4,11 @@
 "use strict";
 
 const OrtDecoder = {
-  session: null,
+  sessions: {}, // "single" | "multi" -> InferenceSession
   embeddings: new Map(), // image id -> {tensor, height, width}
 
-  async load() {
-    if (this.session) return;
+  async load(kind = "single") {
+    if (this.sessions[kind]) return this.sessions[kind];
     if (!window.ort) {
       await new Promise((resolve, reject) => {
         const s = document.createElement("script");
@@ -17,11 +17,14 @@ const OrtDecoder = {
         s.onerror = () => reject(new Error("onnxruntime-web not served (start with ort_dir=)"));
         document.head.appendChild(s);
       });
+      ort.env.wasm.wasmPaths = new URL("ort/", location.href).href;
+      // wasm threads need cross-origin isolation (the server sends COOP/COEP headers)
+      ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
     }
-    ort.env.wasm.wasmPaths = new URL("ort/", location.href).href;
-    ort.env.wasm.numThreads = 1;
-    const model = await (await fetch("api/decoder.onnx")).arrayBuffer();
-    this.session = await ort.InferenceSession.create(model, { executionProviders: ["wasm"] });
+    // one mask (token 0) or the three multimask outputs: the graph upsamples only those
+    const model = await (await fetch(`api/decoder.onnx?masks=${kind}`)).arrayBuffer();
+    this.sessions[kind] = await ort.InferenceSession.create(model, { executionProviders: ["wasm"] });
+    return this.sessions[kind];
   },
 
   // parse a .npy (version 1/2, little-endian float32, C order)
@@ -55,7 +58,7 @@ const OrtDecoder = {
 
   // prompts in image pixels -> {masks: [{width, height, data}], scores: [...]}
   async decode(imageId, imageSize, prompts, multimask) {
-    await this.load();
+    const session = await this.load(multimask ? "multi" : "single");
     const emb = await this.embedding(imageId);
     const { height: h, width: w } = emb;
     const scale = imageSize / Math.max(h, w);
@@ -79,9 +82,9 @@ const OrtDecoder = {
       has_mask_input: new ort.Tensor("float32", new Float32Array([0]), [1]),
       orig_im_size: new ort.Tensor("float32", new Float32Array([h, w]), [2]),
     };
-    const out = await this.session.run(feeds);
+    const out = await session.run(feeds);
     const logits = out.masks.data, iou = out.iou_predictions.data;
-    const pick = multimask ? [1, 2, 3] : [0];
+    const pick = multimask ? [0, 1, 2] : [0];
     const masks = [], scores = [];
     for (const k of pick) {
       const data = new Uint8Array(h * w);
