@@ -361,3 +361,88 @@ def test_failed_write_keeps_saved_annotations(site, monkeypatch):
     for name in ("annotations.json", "0.txt", ".samkit_serve/objects/0.png.json"):
         assert after[name] == before[name], name
     assert len(client.get("/api/images/0/annotations").json()["objects"]) == 1
+
+
+def test_decoder_variants_and_ort_files(tmp_path, demo):
+    ort = pytest.importorskip("onnxruntime")
+    from samkit.errors import SamkitError
+
+    write_folder(tmp_path, n=1)
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "ort.min.js").write_text("// ort")
+    (dist / "ort-wasm-simd-threaded.wasm").write_bytes(b"\0asm")
+    (tmp_path / "secret.js").write_text("secret")
+    app = create_app(demo, tmp_path / "images", tmp_path / "out", ort_dir=dist)
+    with TestClient(app) as client:
+        assert client.get("/api/info").json()["browser_decoder"] is True
+        js = client.get("/ort/ort.min.js")
+        assert js.status_code == 200 and js.text == "// ort"
+        assert js.headers["cross-origin-embedder-policy"] == "require-corp"
+        wasm = client.get("/ort/ort-wasm-simd-threaded.wasm")
+        assert wasm.headers["content-type"] == "application/wasm"
+        for bad in ("..%2Fsecret.js", "secret.js", "ort.min.js.map", "%2Fetc%2Fpasswd"):
+            assert client.get(f"/ort/{bad}").status_code == 404, bad
+        for kind, count in (("single", 1), ("multi", 3), ("all", 4)):
+            sess = ort.InferenceSession(
+                client.get(f"/api/decoder.onnx?masks={kind}").content,
+                providers=["CPUExecutionProvider"],
+            )
+            assert sess.get_outputs()[1].shape[-1] == count
+        assert client.get("/api/decoder.onnx?masks=some").status_code == 422
+    app = create_app(demo, tmp_path / "images", tmp_path / "out")
+    with TestClient(app) as client:
+        r = client.get("/ort/ort.min.js")
+        assert r.status_code == 404 and "ort_dir" in r.json()["detail"]
+    with pytest.raises(SamkitError, match="ort.min.js"):
+        create_app(demo, tmp_path / "images", tmp_path / "out", ort_dir=tmp_path / "images")
+
+
+def test_cli(tmp_path, capsys):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from samkit.cli import main
+
+    assert main(["serve", "--help"]) == 0
+    assert "images" in capsys.readouterr().out
+    assert main(["serve", "model=samkit-demo"]) == 2
+    assert "images" in capsys.readouterr().err
+    write_folder(tmp_path, n=1)
+    images = str(tmp_path / "images")
+    assert main(["serve", "model=samkit-demo", f"images={images}", "host=0.0.0.0"]) == 1
+    assert "token" in capsys.readouterr().err
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "samkit", "serve", "model=samkit-demo", f"images={images}"]
+    cmd += [f"output={tmp_path / 'out'}", f"port={port}", "token=abc", "names=[circle,square]"]
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = ""
+        while "open http" not in line:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "server exited"
+        assert f"http://127.0.0.1:{port}/?token=abc" in line
+        url = f"http://127.0.0.1:{port}/api/info"
+        for _ in range(100):
+            try:
+                req = urllib.request.Request(url, headers={"Authorization": "Bearer abc"})
+                info = json.loads(urllib.request.urlopen(req, timeout=5).read())
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert info["names"] == ["circle", "square"] and info["images"] == 1
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            raise AssertionError("no token accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
+    finally:
+        proc.terminate()
+        proc.wait(10)
