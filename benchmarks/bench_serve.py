@@ -40,16 +40,16 @@ def make_model(name: str):
     return SAM.from_config(VARIANTS[name].config, seeded=True, precision="fp32")
 
 
-def make_folder(root: Path, n: int = 3) -> list:
+def make_folder(root: Path, n: int = 3, size=(720, 1280), seed: int = 0) -> list:
     from PIL import Image
 
     from samkit.synthetic import make_shapes_image
 
     (root / "images").mkdir(parents=True)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     shapes = []
     for i in range(n):
-        s = make_shapes_image(rng, 720, 1280, max_objects=5, radius_range=(0.1, 0.25))
+        s = make_shapes_image(rng, *size, max_objects=5, radius_range=(0.1, 0.25))
         Image.fromarray(s.image).save(root / "images" / f"{i}.png")
         shapes.append(s)
     return shapes

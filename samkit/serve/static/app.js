@@ -430,7 +430,7 @@ $("decoder-mode").onchange = async () => {
     $("model-name").textContent = S.info.model;
     if (!S.info.browser_decoder) {
       const opt = $("decoder-mode").querySelector('option[value="browser"]');
-      opt.disabled = true; opt.textContent += " — start with ort_dir=";
+      opt.disabled = true; opt.textContent += ": needs ort_dir=";
     }
     await loadList();
     const fromHash = parseInt(location.hash.slice(1), 10);
