@@ -446,3 +446,19 @@ def test_cli(tmp_path, capsys):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_next_image_is_encoded_ahead(site):
+    import time
+
+    client, root, shapes = site
+    assert client.post("/api/images/0/encode").json()["encode_ms"] > 0
+    deadline = time.time() + 60
+    while client.get("/api/images/1/status").json()["state"] != "ready":
+        assert time.time() < deadline, "image 1 was not encoded ahead"
+        time.sleep(0.05)
+    # opening it now is an embedding-cache hit, and prompts on it work
+    assert client.post("/api/images/1/encode").json()["encode_ms"] < 5
+    x, y = inner_point(shapes[1].masks[0])
+    assert client.post("/api/images/1/decode", json={"points": [[x, y]]}).status_code == 200
+    assert client.get("/api/images/2/status").json()["state"] in ("encoding", "ready")

@@ -15,12 +15,15 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .. import Predictor
+from ..embeddings import Embedding, EmbeddingCache
 
 ImageLoader = Callable[[], np.ndarray]
 
@@ -35,6 +38,26 @@ class Decoded:
     ms: float
 
 
+class LockedCache(EmbeddingCache):
+    """An :class:`EmbeddingCache` safe to share between threads."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Embedding | None:
+        with self._lock:
+            return super().get(key)
+
+    def put(self, key: str, emb: Embedding) -> None:
+        with self._lock:
+            super().put(key, emb)
+
+    def clear(self) -> None:
+        with self._lock:
+            super().clear()
+
+
 class Engine:
     """A :class:`~samkit.SAM` model serving one image at a time to many requests.
 
@@ -45,7 +68,11 @@ class Engine:
 
     def __init__(self, model: Any, max_images: int = 4) -> None:
         self.model = model
-        self.predictor = model.predictor(image_format="RGB")
+        # one embedding cache, shared by the serving predictor and the prefetching one
+        self.cache = LockedCache(max_items=getattr(model.embedding_cache, "max_items", 16))
+        self.predictor = Predictor(model, image_format="RGB", cache=self.cache)
+        self._prefetcher = Predictor(model, image_format="RGB", cache=self.cache)
+        self._futures: dict[str, Future] = {}
         self.lock = threading.Lock()
         self.current: str | None = None
         self.encoding: dict[str, float] = {}  # key -> start time
@@ -98,20 +125,31 @@ class Engine:
 
     def encode(self, key: str, load: ImageLoader) -> float:
         """Encode image ``key`` now (a cache hit is free); returns the encode time in ms."""
+        pending = self._futures.get(key)
+        if pending is not None:  # being encoded ahead of time: wait for it, then a cache hit
+            with contextlib.suppress(Exception):
+                pending.result()
         with self.lock:
             return self._set(key, load)
 
     def prefetch(self, key: str, load: ImageLoader) -> None:
-        """Encode ``key`` on the background thread (into the embedding cache)."""
-        if key in self.encoded or key in self.encoding:
+        """Encode ``key`` on a background thread into the embedding cache. It uses its own
+        predictor, so prompts on the current image are not held up meanwhile."""
+        if key in self.encoded or key in self._futures:
             return
 
         def work() -> None:
-            # a bad image is reported when it is opened, not here
-            with contextlib.suppress(Exception):
-                self.encode(key, load)
+            self.encoding.setdefault(key, time.perf_counter())
+            try:
+                img = self.rgb(key, load)
+                ms = self._prefetcher.set_rgb(img, path=key)
+                self.encoded.setdefault(key, ms)
+                self._prefetcher.reset_image()
+            finally:
+                self.encoding.pop(key, None)
+                self._futures.pop(key, None)
 
-        self._pool.submit(work)
+        self._futures[key] = self._pool.submit(work)
 
     def status(self, key: str) -> dict[str, Any]:
         """``{"state": "ready" | "encoding" | "not_encoded", ...}`` of image ``key``."""
