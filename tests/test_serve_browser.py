@@ -37,12 +37,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ORT_DIR = os.environ.get("SAMKIT_ORT_DIR") or os.path.join(
+    os.path.dirname(__file__), "..", ".ci", "node", "node_modules", "onnxruntime-web", "dist"
+)
+
+
 @pytest.fixture
-def live(tmp_path):
+def live(tmp_path, request):
     import uvicorn
 
     shapes = write_folder(tmp_path)
-    app = create_app(SAM("samkit-demo", precision="fp32"), tmp_path / "images", tmp_path / "labels")
+    ort_dir = ORT_DIR if getattr(request, "param", None) == "ort" else None
+    model = SAM("samkit-demo", precision="fp32")
+    app = create_app(model, tmp_path / "images", tmp_path / "labels", ort_dir=ort_dir)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -77,6 +84,21 @@ def samples(mask, avoid, k=40, far=10, seed=0):
     keep = (xs - avoid[0]) ** 2 + (ys - avoid[1]) ** 2 > far**2
     idx = np.random.default_rng(seed).permutation(np.flatnonzero(keep))[:k]
     return list(zip(xs[idx], ys[idx]))
+
+
+def launch(p):
+    return p.chromium.launch(
+        executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+    )
+
+
+def open_page(browser, url):
+    page = browser.new_page(viewport={"width": 1280, "height": 760})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_function("window.samkit && window.samkit.ready", timeout=60000)
+    return page, errors
 
 
 def test_annotate_in_chromium(live):
@@ -194,3 +216,91 @@ def test_annotate_in_chromium(live):
         assert [ds.names[c] for c in sample.categories] == [label]
         want = rle_to_mask(rle)
         assert (sample.masks[0] & want).sum() / (sample.masks[0] | want).sum() > 0.9
+
+
+def test_everything_multimask_relabel_delete_in_chromium(live):
+    url, root, shapes = live
+    with sync_api.sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page, errors = open_page(browser, url)
+            box = page.locator("#canvas").bounding_box()
+            # multimask: 3 candidates, key 2 picks the second
+            page.check("#multimask")
+            x, y = inner_point(shapes[0].masks[0])
+            cx, cy = to_canvas(page, x, y)
+            page.mouse.click(box["x"] + cx, box["y"] + cy)
+            page.wait_for_function("window.samkit.candidates.length === 3", timeout=30000)
+            assert page.locator("#candidates button").count() == 3
+            page.keyboard.press("2")
+            assert page.evaluate("window.samkit.chosen") == 1
+            chosen = page.evaluate("window.samkit.candidates[1].rle")
+            page.fill("#label", "first")
+            page.keyboard.press("Enter")
+            page.wait_for_function("window.samkit.objects.length === 1")
+            assert page.evaluate("window.samkit.objects[0].segmentation") == chosen
+            # segment everything: accept one proposal, reject another
+            page.keyboard.press("Escape")
+            page.click("#everything")
+            page.wait_for_function("window.samkit.proposals.length >= 2", timeout=60000)
+            n = page.evaluate("window.samkit.proposals.length")
+            proposal = page.evaluate("window.samkit.proposals[0].rle")
+            page.fill("#label", "proposed")
+            page.locator("#proposals li").nth(0).locator("button").nth(0).click()
+            page.wait_for_function("window.samkit.objects.length === 2")
+            page.locator("#proposals li").nth(0).locator("button").nth(1).click()
+            assert page.evaluate("window.samkit.proposals.length") == n - 2
+            assert page.evaluate("window.samkit.objects[1].segmentation") == proposal
+            # relabel in the list, then delete
+            field = page.locator("#objects li").nth(0).locator("input")
+            field.fill("renamed")
+            field.press("Tab")
+            page.wait_for_function("window.samkit.objects[0].label === 'renamed'")
+            page.locator("#objects li").nth(1).locator("button").click()
+            page.wait_for_function("window.samkit.objects.length === 1")
+            assert not errors, errors
+        finally:
+            browser.close()
+    import json
+
+    record = json.loads((root / "labels" / "annotations.json").read_text())
+    names = {c["id"]: c["name"] for c in record["categories"]}
+    assert [names[a["category_id"]] for a in record["annotations"]] == ["renamed"]
+
+
+@pytest.mark.skipif(
+    not os.path.isfile(os.path.join(ORT_DIR, "ort.min.js")),
+    reason="onnxruntime-web not installed (npm install onnxruntime-web; SAMKIT_ORT_DIR=.../dist)",
+)
+@pytest.mark.parametrize("live", ["ort"], indirect=True)
+def test_in_browser_decoder_matches_the_server(live):
+    url, root, shapes = live
+    with sync_api.sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page, errors = open_page(browser, url)
+            box = page.locator("#canvas").bounding_box()
+            x, y = inner_point(shapes[0].masks[0])
+            cx, cy = to_canvas(page, x, y)
+            page.mouse.click(box["x"] + cx, box["y"] + cy)
+            page.wait_for_function("window.samkit.candidates.length === 1", timeout=30000)
+            server = rle_to_mask(page.evaluate("window.samkit.candidates[0].rle"))
+            page.keyboard.press("Escape")
+            page.select_option("#decoder-mode", "browser")
+            page.wait_for_function(
+                "document.getElementById('status').textContent.includes('decoder ready')",
+                timeout=120000,
+            )
+            page.mouse.click(box["x"] + cx, box["y"] + cy)
+            page.wait_for_function(
+                "window.samkit.timings.some(t => t.mode === 'browser')", timeout=60000
+            )
+            assert page.evaluate("window.samkit.candidates[0].rle") is None  # decoded locally
+            page.fill("#label", "local")
+            page.click("#accept")
+            page.wait_for_function("window.samkit.objects.length === 1")
+            saved = rle_to_mask(page.evaluate("window.samkit.objects[0].segmentation"))
+            assert (saved & server).sum() / (saved | server).sum() > 0.98
+            assert not errors, errors
+        finally:
+            browser.close()

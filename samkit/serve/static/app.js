@@ -180,16 +180,18 @@ function renderObjects() {
     const input = li.querySelector("input");
     input.value = o.label;
     input.onchange = () => relabel(o.id, input.value);
-    input.onfocus = () => select(o.id);
+    input.onfocus = () => select(o.id, false);
     li.querySelector("button").onclick = () => deleteObject(o.id, true);
     li.onclick = (ev) => { if (ev.target === li) select(o.id); };
     ul.appendChild(li);
   });
 }
 
-function select(id) {
-  S.selected = S.selected === id ? null : id;
-  rebuildObjectLayer(); renderObjects(); draw();
+function select(id, toggle = true) {
+  S.selected = toggle && S.selected === id ? null : id;
+  rebuildObjectLayer(); draw();
+  // restyle in place: rebuilding the list would drop the label field being edited
+  document.querySelectorAll("#objects li").forEach((li) => li.classList.toggle("selected", li.dataset.id === S.selected));
 }
 
 // -- prompts and decoding --------------------------------------------------------------------
