@@ -304,3 +304,29 @@ def test_in_browser_decoder_matches_the_server(live):
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_two_tabs_keep_each_others_objects(live):
+    url, root, shapes = live
+    with sync_api.sync_playwright() as p:
+        browser = launch(p)
+        try:
+            tabs = [open_page(browser, url)[0] for _ in range(2)]
+            for k, page in enumerate(tabs):
+                box = page.locator("#canvas").bounding_box()
+                x, y = inner_point(shapes[0].masks[k])
+                cx, cy = to_canvas(page, x, y)
+                page.mouse.click(box["x"] + cx, box["y"] + cy)
+                page.wait_for_function("window.samkit.candidates.length === 1", timeout=30000)
+                page.fill("#label", f"tab{k}")
+                page.click("#accept")
+            for page in tabs:  # each tab shows both objects (the other one within a poll)
+                page.wait_for_function("window.samkit.objects.length === 2", timeout=15000)
+                labels = page.evaluate("window.samkit.objects.map(o => o.label)")
+                assert labels == ["tab0", "tab1"]
+        finally:
+            browser.close()
+    import json
+
+    coco = json.loads((root / "labels" / "annotations.json").read_text())
+    assert len(coco["annotations"]) == 2

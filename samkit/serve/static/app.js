@@ -160,6 +160,7 @@ async function loadObjects() {
   const id = S.imageId;
   const data = await api("GET", `api/images/${id}/annotations`);
   if (id !== S.imageId) return; // another image was opened meanwhile
+  S.revision = data.revision;
   S.objects = data.objects.map((o) => ({ ...o, mask: Rle.decode(o.segmentation) }));
   S.names = data.names;
   $("names").innerHTML = "";
@@ -425,6 +426,16 @@ $("decoder-mode").onchange = async () => {
   }
   decode();
 };
+
+// another tab (or an API client) changed this image's objects: show them
+setInterval(async () => {
+  if (!S.ready || S.imageId === null || document.hidden) return;
+  try {
+    const id = S.imageId;
+    const meta = await api("GET", `api/images/${id}`);
+    if (id === S.imageId && meta.revision !== S.revision) { await loadObjects(); await loadList(); }
+  } catch (e) { /* the next tick retries */ }
+}, 2000);
 
 (async function start() {
   try {
