@@ -44,7 +44,8 @@ from .store import AnnotationStore, StoreError
 STATIC = Path(__file__).parent / "static"
 _FOLDER_ID = re.compile(r"\d{1,9}")
 _UPLOAD_ID = re.compile(r"u[0-9a-f]{16}")
-MAX_UPLOADS = 16
+MAX_UPLOADS = 16  # uploaded images kept in memory (LRU), and at most UPLOAD_BYTES of pixels
+UPLOAD_BYTES = 512 * 2**20
 
 
 class ApiError(SamkitError):
@@ -94,7 +95,9 @@ class ServeState:
         image_id = "u" + hashlib.blake2b(img.tobytes(), digest_size=8).hexdigest()
         self.uploads[image_id] = img
         self.uploads.move_to_end(image_id)
-        while len(self.uploads) > MAX_UPLOADS:
+        while len(self.uploads) > MAX_UPLOADS or (
+            len(self.uploads) > 1 and sum(v.nbytes for v in self.uploads.values()) > UPLOAD_BYTES
+        ):
             self.uploads.popitem(last=False)
         return image_id
 
@@ -169,6 +172,7 @@ def create_app(
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import FileResponse, JSONResponse, Response
         from fastapi.staticfiles import StaticFiles
+        from starlette.concurrency import run_in_threadpool
     except ImportError as exc:  # pragma: no cover - depends on the environment
         from ..errors import DependencyError
 
@@ -289,7 +293,7 @@ def create_app(
         data = await request.body()
         if not data:
             raise ApiError(400, "empty upload: send the image file as the request body")
-        img = read_upload(data, limits.max_pixels)
+        img = await run_in_threadpool(read_upload, data, limits.max_pixels)  # not on the loop
         image_id = state.add_upload(img)
         return {"id": image_id, "width": img.shape[1], "height": img.shape[0]}
 
