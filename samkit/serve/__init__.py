@@ -63,7 +63,7 @@ def serve(
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     print(
         f"samkit serve: {len(state.images)} images, annotations in {state.store.out}\n"
-        f"  open {url}   (API docs: /docs; Label Studio backend: this URL)",
+        f"  open {url}   (API schema: /openapi.json; Label Studio backend: this URL)",
         file=sys.stderr,
         flush=True,
     )

@@ -5,7 +5,8 @@
 
 Image ids are strings: ``"0"``, ``"1"``, ... for the folder's images (sorted listing) and
 ``"u<16 hex>"`` for uploaded ones (kept in memory only). An id is looked up, never used as a
-path. The OpenAPI schema is at ``/openapi.json`` and browsable at ``/docs``.
+path. The OpenAPI schema is at ``/openapi.json`` (no /docs page: FastAPI's loads its viewer from a
+CDN, which an offline machine cannot reach).
 """
 
 import contextlib
@@ -204,6 +205,8 @@ def create_app(
 
     app = FastAPI(
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's viewers load from a CDN: offline they are blank pages
+        redoc_url=None,
         title="samkit serve",
         version=__version__,
         description="Interactive SAM annotation: images, prompts -> masks, saved objects.",

@@ -1,4 +1,4 @@
-// samkit serve: the annotator page. Plain JS, no build step. Talks to the JSON API (/docs).
+// samkit serve: the annotator page. Plain JS, no build step. Talks to the JSON API (/openapi.json).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
