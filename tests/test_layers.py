@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("annotate",),  # may tile through everything/
     ("pipeline",),  # a source of images -> Results
     ("model",),  # the SAM facade
-    ("ultralytics_predictor",),  # Ultralytics-style SAMPredictor over the facade
+    ("ultralytics_predictor", "serve"),  # Ultralytics-style SAMPredictor; the web annotator
     ("cli",),
     ("__main__", "__init__"),
 ]

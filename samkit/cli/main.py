@@ -20,6 +20,7 @@ from .. import __version__
 from ..errors import PromptError, SamkitError
 from . import commands as cli_commands
 from .args import Arg, Command, UsageError, format_help, parse_args
+from .serve import SERVE_ARGS, SERVE_USAGE
 
 MODEL_HELP = "checkpoint path, official file name (sam_b.pt, mobile_sam.pt, ...) or variant name"
 
@@ -114,6 +115,23 @@ register(
         cli_commands.SEED_ARGS,
         _runner("run_seed"),
         usage="model=sam_b [out=sam_b.pt]",
+    )
+)
+
+
+def _serve(args: dict[str, Any]) -> int:
+    from .serve import run_serve
+
+    return run_serve(args)
+
+
+register(
+    Command(
+        "serve",
+        "Annotate a folder in the browser (click -> mask -> save); JSON API; Label Studio backend.",
+        SERVE_ARGS,
+        _serve,
+        usage=SERVE_USAGE,
     )
 )
 
