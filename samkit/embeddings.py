@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .models import Sam
+from .models.sam2 import Sam2
 from .precision import autocast
 from .predictor import SamPredictor
 from .transforms import resize_longest_side
@@ -96,6 +97,10 @@ def encode_images(
     ``SamPredictor.set_image``: long-side resize with Pillow bilinear, normalize, pad)."""
     if not images_rgb:
         return []
+    if isinstance(model, Sam2):  # square antialiased resize, extra feature maps
+        from .sam2_predictor import encode_images_sam2
+
+        return encode_images_sam2(model, images_rgb, dtype)  # type: ignore[return-value]
     size = model.image_size
     device = model.device
     batch, sizes = [], []

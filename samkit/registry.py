@@ -149,6 +149,10 @@ class ModelConfig:
         try:
             enc = dict(data["encoder"])
             kind = enc.get("kind", "vit")
+            if kind == "hiera":
+                from .sam2_zoo import Sam2Config
+
+                return Sam2Config.from_dict(data)  # type: ignore[return-value]
             enc_cls = {"vit": ViTConfig, "tiny_vit": TinyViTConfig}[kind]
             enc = {k: tuple(v) if isinstance(v, list) else v for k, v in enc.items()}
             return cls(
@@ -259,6 +263,16 @@ VARIANTS: dict[str, Variant] = {
         ),
     )
 }
+
+
+def _add_sam2_variants() -> None:
+    from .sam2_zoo import SAM2_MODELS
+
+    for m in SAM2_MODELS:
+        VARIANTS[m.name] = Variant(m.name, m.title, m.config, m.files, m.aliases)  # type: ignore[arg-type]
+
+
+_add_sam2_variants()
 
 
 def get_variant(name: str) -> Variant | None:
