@@ -26,9 +26,9 @@ from .models.sam2 import Sam2
 from .precision import autocast, dtype_of, resolve_precision
 from .predictor import SamPredictor
 from .predictor_base import ResultsPredictMixin
-from .sam2_predictor import Sam2Predictor
 from .prompts import Prompts
 from .results import Results
+from .sam2_predictor import Sam2Predictor
 from .validate import ObjectPrompt
 
 

@@ -60,14 +60,10 @@ class Sam2(nn.Module):
         x = images.to(self.device, torch.float32) / 255.0
         size = self.image_size
         if tuple(x.shape[-2:]) != (size, size):
-            x = F.interpolate(
-                x, (size, size), mode="bilinear", align_corners=False, antialias=True
-            )
+            x = F.interpolate(x, (size, size), mode="bilinear", align_corners=False, antialias=True)
         return (x - self.pixel_mean) / self.pixel_std
 
-    def encode(
-        self, x: torch.Tensor
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Preprocessed ``B x 3 x S x S`` -> ``(image_embed B x C x S/16 x S/16, high_res)``.
 
         ``image_embed`` includes ``no_mem_embed``; ``high_res`` are the stride-4 and stride-8
@@ -99,7 +95,9 @@ class Sam2(nn.Module):
         masks, iou = select_masks(masks, iou, multimask_output)
         return masks, iou, obj
 
-    def postprocess_masks(self, low_res: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+    def postprocess_masks(
+        self, low_res: torch.Tensor, original_size: tuple[int, int]
+    ) -> torch.Tensor:
         """Low-res logits ``B x C x h x w`` -> ``B x C x H x W`` (one bilinear upsample)."""
         return F.interpolate(
             low_res.float(), tuple(original_size), mode="bilinear", align_corners=False
