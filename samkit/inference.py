@@ -20,6 +20,7 @@ import numpy as np
 from .embeddings import Embedding, encode_images
 from .errors import PromptError, SamkitError
 from .interactive import Predictor
+from .models.sam2 import Sam2
 from .precision import autocast
 from .prompts import Prompts, fit_prompts
 from .results import Results
@@ -71,9 +72,17 @@ def everything_function() -> Callable[..., Any]:
     return module.segment_everything
 
 
-def check_everything_params(params: dict[str, Any]) -> None:
+def check_everything_params(params: dict[str, Any], sam2: bool = False) -> None:
     """Raise :class:`SamkitError` for keyword arguments segment_everything does not take."""
     if not params:
+        return
+    if sam2:
+        from .sam2_everything import check_params
+
+        try:
+            check_params(params)
+        except ValueError as e:
+            raise SamkitError(str(e)) from None
         return
     accepted = list(inspect.signature(everything_function()).parameters)[2:]
     unknown = sorted(set(params) - set(accepted))
@@ -166,6 +175,8 @@ def _flush(
 
 def _everything(predictor: Predictor, item: SourceItem, params: dict[str, Any]) -> Results:
     fn = everything_function()
+    if isinstance(predictor.model, Sam2):  # SAM 2's generator semantics and defaults
+        from .sam2_everything import segment_everything_sam2 as fn
     t0 = time.perf_counter()
     with autocast(predictor.model.device, predictor.dtype):
         out = fn(predictor.sam_predictor, item.image, **params)

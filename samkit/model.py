@@ -16,6 +16,7 @@ from .inference import ResultsList, ResultsStream, check_everything_params, run
 from .info import ModelInfo, model_info
 from .interactive import Predictor
 from .models import Sam
+from .models.sam2 import Sam2
 from .prompts import parse_prompts
 from .registry import ModelConfig, match_variant
 from .seeded import seeded_state_dict
@@ -159,7 +160,7 @@ class SAM:
                 "are only used without prompts"
             )
         if prompts.empty:
-            check_everything_params(kwargs)
+            check_everything_params(kwargs, sam2=isinstance(self.model, Sam2))
         if device is not None:
             self.to(device)
         predictor = Predictor(

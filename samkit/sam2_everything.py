@@ -271,3 +271,70 @@ class Sam2AutomaticMaskGenerator:
             lows.append(l2[:, 0])
             ious.append(i2[:, 0])
         return torch.cat(lows), torch.cat(ious)
+
+
+#: Ultralytics / samkit v1 everything-mode names accepted for SAM 2 too
+ALIASES = {
+    "points_stride": "points_per_side",
+    "points_batch_size": "points_per_batch",
+    "conf_thres": "pred_iou_thresh",
+    "iou": "box_nms_thresh",
+    "crop_downscale_factor": "crop_n_points_downscale_factor",
+}
+ACCEPTED = (*PARAM_NAMES, *ALIASES, "point_grids")
+
+
+def check_params(params: dict[str, Any]) -> dict[str, Any]:
+    """SAM 2 generator arguments from SAM 2 names or their Ultralytics aliases."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key not in ACCEPTED or key == "output_mode":
+            raise ValueError(
+                f"unknown argument {key!r} for SAM 2 segment-everything; accepted: "
+                f"{', '.join(n for n in ACCEPTED if n != 'output_mode')}"
+            )
+        name = ALIASES.get(key, key)
+        if name in out:
+            raise ValueError(f"{key!r} and {name!r} are the same argument; give one")
+        out[name] = value
+    return out
+
+
+def segment_everything_sam2(predictor: Sam2Predictor, image_rgb: np.ndarray, **params: Any) -> Any:
+    """Segment everything with SAM 2's generator (its defaults, e.g. ``pred_iou_thresh=0.8``);
+    returns an :class:`~samkit.everything.EverythingOutput` sorted by descending area.
+
+    ``params``: SAM 2 generator arguments or their Ultralytics aliases (``points_stride``,
+    ``conf_thres``, ``iou``, ...). ``predictor``'s current image is replaced.
+    """
+    import time
+
+    from .everything import EverythingOutput
+
+    t0 = time.perf_counter()
+    kw = check_params(params)
+    gen = Sam2AutomaticMaskGenerator(predictor.model, output_mode="binary_mask", **kw)
+    gen.predictor = Sam2Predictor(
+        predictor.model,
+        precision=predictor.precision,
+        max_hole_area=gen.params.min_mask_region_area,
+        max_sprinkle_area=gen.params.min_mask_region_area,
+    )
+    recs = gen.generate(image_rgb)
+    h, w = image_rgb.shape[:2]
+    order = sorted(range(len(recs)), key=lambda i: -recs[i]["area"])
+    recs = [recs[i] for i in order]
+    n = len(recs)
+
+    def xyxy(b: list[float]) -> list[float]:
+        return [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+
+    return EverythingOutput(
+        masks=np.stack([r["segmentation"] for r in recs]) if n else np.zeros((0, h, w), bool),
+        scores=np.array([r["predicted_iou"] for r in recs], np.float32),
+        stability=np.array([r["stability_score"] for r in recs], np.float32),
+        boxes=np.array([xyxy(r["bbox"]) for r in recs], np.float32).reshape(n, 4),
+        points=np.array([r["point_coords"][0] for r in recs], np.float64).reshape(n, 2),
+        crop_boxes=np.array([xyxy(r["crop_box"]) for r in recs], np.int64).reshape(n, 4),
+        stats={"total_s": time.perf_counter() - t0},
+    )
