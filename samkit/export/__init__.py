@@ -40,6 +40,8 @@ def export(
             "(an image encoder + prompt decoder pair for onnxruntime and the annotation tools)"
         )
     exporter = importlib.import_module("samkit.export.onnx").export_onnx
+    if type(getattr(model, "model", model)).__name__ == "Sam2":  # SAM 2: three-output encoder
+        exporter = importlib.import_module("samkit.export.sam2_onnx").export_sam2_onnx
     accepted = [
         p.name for p in inspect.signature(exporter).parameters.values() if p.kind == p.KEYWORD_ONLY
     ]
