@@ -32,6 +32,7 @@ from .detectors import (
 )
 from .errors import SamkitError
 from .image_files import list_images, read_image
+from .models.sam2 import Sam2
 from .ops import clip_boxes
 from .predictor import SamPredictor
 from .transforms import scale_boxes
@@ -155,7 +156,7 @@ def auto_annotate(
         todo = _plan(writer, images, overwrite, summary, root)
         if todo:
             sam = _load_sam(sam_model, device)
-            predictor = SamPredictor(sam, precision=precision)
+            predictor = _predictor(sam, precision)
             _run(todo, root, source, keep, predictor, writer, summary, progress)
         mapped = class_names
         if fmt == "yolo" and class_names and source.to_output_ids is not None:
@@ -235,7 +236,11 @@ def _box_masks(
         pred_iou = pred_iou[:, 0].float().cpu().tolist()
         for k in range(0, len(low_res), UPSAMPLE_BATCH):
             with torch.inference_mode():
-                up = model.postprocess_masks(low_res[k : k + UPSAMPLE_BATCH], input_size, original)
+                part = low_res[k : k + UPSAMPLE_BATCH]
+                if isinstance(model, Sam2):  # one bilinear step to the original size
+                    up = model.postprocess_masks(part, original)
+                else:
+                    up = model.postprocess_masks(part, input_size, original)
                 masks = (up[:, 0] > model.mask_threshold).cpu().numpy()
             for j, mask in enumerate(masks):
                 yield mask, pred_iou[k + j]
@@ -374,13 +379,22 @@ def _torch_device(device: str | torch.device | None) -> torch.device | None:
         ) from exc
 
 
+def _predictor(sam, precision):
+    """The low-level predictor of a SAM (v1) or SAM 2 module."""
+    if isinstance(sam, Sam2):
+        from .sam2_predictor import Sam2Predictor
+
+        return Sam2Predictor(sam, precision=precision)
+    return SamPredictor(sam, precision=precision)
+
+
 def _load_sam(sam_model: Any, device: str | torch.device | None):
     from .model import SAM
     from .models import Sam
 
     if isinstance(sam_model, SAM):
         sam = sam_model.model
-    elif isinstance(sam_model, Sam):
+    elif isinstance(sam_model, (Sam, Sam2)):
         sam = sam_model
     elif isinstance(sam_model, (str, os.PathLike)):
         return SAM(sam_model, device=_torch_device(device)).model.eval()

@@ -203,6 +203,9 @@ class SAM:
         info = model_info(self.model, self.config, self.name, ckpt)
         if verbose:
             print(info.table())
+            unused = getattr(self.checkpoint, "unused", None)
+            if unused:
+                print(f"checkpoint: {unused}")
         return info
 
     def __repr__(self) -> str:

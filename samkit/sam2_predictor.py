@@ -174,6 +174,12 @@ class Sam2Predictor(MetaPredictMixin):
         return self.model.device
 
     @property
+    def transform_sizes(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``(original_size, input_size)`` of the current image (input: the square frame)."""
+        self._require_image()
+        return self.original_size, self.input_size
+
+    @property
     def mask_input_size(self) -> tuple[int, int]:
         return self.model.prompt_encoder.mask_input_size
 

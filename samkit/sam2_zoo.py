@@ -68,13 +68,11 @@ class Sam2Config:
         return self.img_size // 16
 
     @property
-    def channel_list(self) -> tuple[int, ...]:
-        """Trunk widths per stage, coarsest first (the neck's ``backbone_channel_list``)."""
-        return tuple(self.embed_dim * 2**i for i in range(len(self.stages)))[::-1]
+    def encoder(self) -> Sam2EncoderSpec:
+        """The image encoder part (trunk + neck), for FLOP counts and summaries."""
+        return Sam2EncoderSpec(self)
 
-    def build(self) -> Sam2:
-        d = self.d_model
-        grid = self.embedding_size
+    def build_encoder(self) -> Sam2ImageEncoder:
         trunk = Hiera(
             embed_dim=self.embed_dim,
             num_heads=self.num_heads,
@@ -83,7 +81,17 @@ class Sam2Config:
             window_spec=self.window_spec,
             window_pos_embed_bkg_spatial_size=self.window_pos_embed_bkg_spatial_size,
         )
-        encoder = Sam2ImageEncoder(trunk, FpnNeck(d, self.channel_list), 1, self.img_size)
+        return Sam2ImageEncoder(trunk, FpnNeck(self.d_model, self.channel_list), 1, self.img_size)
+
+    @property
+    def channel_list(self) -> tuple[int, ...]:
+        """Trunk widths per stage, coarsest first (the neck's ``backbone_channel_list``)."""
+        return tuple(self.embed_dim * 2**i for i in range(len(self.stages)))[::-1]
+
+    def build(self) -> Sam2:
+        d = self.d_model
+        grid = self.embedding_size
+        encoder = self.build_encoder()
         prompt_encoder = PromptEncoder(d, (grid, grid), (self.img_size, self.img_size), 16)
         decoder = Sam2MaskDecoder(
             d, TwoWayTransformer(2, d, 8, self.decoder_mlp_dim, 2), num_multimask_outputs=3
@@ -106,6 +114,20 @@ class Sam2Config:
         v = f"SAM {self.version}" if self.version else "SAM 2.x"
         arch = f"Hiera (embed {self.embed_dim}, stages {list(self.stages)})"
         return f"{v} {size} {arch}" if size else f"{v} {arch}"
+
+
+@dataclass(frozen=True)
+class Sam2EncoderSpec:
+    """``config.encoder`` of a SAM 2 config: builds the trunk + neck only."""
+
+    config: Sam2Config
+
+    @property
+    def img_size(self) -> int:
+        return self.config.img_size
+
+    def build(self) -> Sam2ImageEncoder:
+        return self.config.build_encoder()
 
 
 # The four published sizes (Meta's configs). Heads, global blocks and window sizes are not
