@@ -36,6 +36,11 @@ _EXPORTS = {
     "ExportError": "samkit.errors",
     "DatasetError": "samkit.errors",
     "DependencyError": "samkit.errors",
+    "Sam2Predictor": "samkit.sam2_predictor",
+    "SAM2ImagePredictor": "samkit.sam2_predictor",
+    "Sam2AutomaticMaskGenerator": "samkit.sam2_everything",
+    "SAM2AutomaticMaskGenerator": "samkit.sam2_everything",
+    "Sam2OnnxPredictor": "samkit.onnx_sam2_predictor",
     "auto_annotate": "samkit.annotate",
     "AnnotateSummary": "samkit.annotate",
 }

@@ -338,3 +338,7 @@ def segment_everything_sam2(predictor: Sam2Predictor, image_rgb: np.ndarray, **p
         crop_boxes=np.array([xyxy(r["crop_box"]) for r in recs], np.int64).reshape(n, 4),
         stats={"total_s": time.perf_counter() - t0},
     )
+
+
+#: Meta's class name, for code written against ``sam2``
+SAM2AutomaticMaskGenerator = Sam2AutomaticMaskGenerator

@@ -333,3 +333,7 @@ class Sam2Predictor(MetaPredictMixin):
         return fill_holes_and_sprinkles(
             low_res, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area
         )
+
+
+#: Meta's class name, for code written against ``sam2``
+SAM2ImagePredictor = Sam2Predictor
