@@ -141,3 +141,32 @@ def test_cli_predict_and_info_with_sam2(tmp_path, tiny_ckpt):
         cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_train_sam2_lowers_the_loss_and_saves_a_loadable_checkpoint(tmp_path):
+    import dataclasses
+
+    from samkit.synthetic import write_shapes_dataset
+
+    ds = write_shapes_dataset(
+        tmp_path / "ds", n_train=16, n_val=4, seed=2, height=64, width=64, max_objects=3
+    )
+    config = dataclasses.replace(TINY, img_size=128)
+    torch.manual_seed(0)
+    model = SAM.from_config(config)
+    before = model.model.image_encoder.trunk.patch_embed.proj.weight.clone()
+    res = model.train(
+        ds, epochs=4, batch=4, lr=3e-3, project=tmp_path, verbose=False, plots=False, freeze=()
+    )
+    losses = [row["loss"] for row in res.epochs]
+    assert losses[-1] < 0.9 * losses[0]
+    assert not torch.equal(before, model.model.image_encoder.trunk.patch_embed.proj.weight)
+    loaded = SAM(str(res.best))
+    assert loaded.config == config
+    # frozen encoder (the default): features cached, only the decoder moves
+    frozen = SAM.from_config(config, seeded=True)
+    enc = {k: v.clone() for k, v in frozen.model.image_encoder.state_dict().items()}
+    dec = frozen.model.mask_decoder.iou_token.weight.clone()
+    frozen.train(ds, epochs=1, batch=4, project=tmp_path, name="frozen", verbose=False, plots=False)
+    assert all(torch.equal(v, frozen.model.image_encoder.state_dict()[k]) for k, v in enc.items())
+    assert not torch.equal(dec, frozen.model.mask_decoder.iou_token.weight)
