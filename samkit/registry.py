@@ -405,6 +405,11 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
 
     Raises :class:`CheckpointError` when the keys are not those of a SAM model.
     """
+    from .sam2_zoo import infer_sam2_config, is_sam2_state_dict, split_state_dict
+
+    if is_sam2_state_dict(state_dict):  # SAM 2 / 2.1 (Meta's or samkit's key names)
+        split = split_state_dict(state_dict)
+        return infer_sam2_config(split.image, split.version)  # type: ignore[return-value]
     keys = list(state_dict)
     if "image_encoder.patch_embed.proj.weight" in state_dict:
         encoder: EncoderConfig = _infer_vit(state_dict, keys)

@@ -121,6 +121,7 @@ class Sam2EncoderSpec:
     """``config.encoder`` of a SAM 2 config: builds the trunk + neck only."""
 
     config: Sam2Config
+    kind: str = "hiera"
 
     @property
     def img_size(self) -> int:
