@@ -44,6 +44,11 @@ _EXPORTS = {
     "ExportError": "samkit.errors",
     "DatasetError": "samkit.errors",
     "DependencyError": "samkit.errors",
+    "Sam2Predictor": "samkit.predict.sam2_predictor",
+    "SAM2ImagePredictor": "samkit.predict.sam2_predictor",
+    "Sam2AutomaticMaskGenerator": "samkit.everything.sam2",
+    "SAM2AutomaticMaskGenerator": "samkit.everything.sam2",
+    "Sam2OnnxPredictor": "samkit.export.onnx_sam2_predictor",
     "auto_annotate": "samkit.annotate.run",
     "AnnotateSummary": "samkit.annotate.run",
 }

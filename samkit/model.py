@@ -10,6 +10,7 @@ import torch
 
 from .errors import PromptError
 from .models import Sam
+from .models.sam2 import Sam2
 from .pipeline import ResultsList, ResultsStream, check_everything_params, run
 from .predict.device import resolve_device
 from .predict.embedding import EmbeddingCache
@@ -173,7 +174,7 @@ class SAM:
                 "are only used without prompts"
             )
         if prompts.empty:
-            check_everything_params(kwargs)
+            check_everything_params(kwargs, sam2=isinstance(self.model, Sam2))
             if verbose:
                 kwargs["verbose"] = True
         if device is not None:
@@ -218,6 +219,9 @@ class SAM:
         info = model_info(self.model, self.config, self.name, ckpt)
         if verbose:
             print(info.table())
+            unused = getattr(self.checkpoint, "unused", None)
+            if unused:
+                print(f"checkpoint: {unused}")
         return info
 
     def __repr__(self) -> str:

@@ -21,6 +21,7 @@ import torch
 from .data.sources import SourceItem, is_single_source, load_sources
 from .errors import PromptError, SamkitError
 from .everything.segment import segment_everything
+from .models.sam2 import Sam2
 from .predict.embedding import Embedding, encode_images
 from .predict.precision import autocast
 from .predict.predictor import Predictor
@@ -59,9 +60,17 @@ class ResultsStream:
         return next(self._it)
 
 
-def check_everything_params(params: dict[str, Any]) -> None:
+def check_everything_params(params: dict[str, Any], sam2: bool = False) -> None:
     """Raise :class:`SamkitError` for keyword arguments segment_everything does not take."""
     if not params:
+        return
+    if sam2:
+        from .everything.sam2 import check_params
+
+        try:
+            check_params(params)
+        except ValueError as e:
+            raise SamkitError(str(e)) from None
         return
     accepted = list(inspect.signature(segment_everything).parameters)[2:]
     unknown = sorted(set(params) - set(accepted))
@@ -218,9 +227,12 @@ def _flush(
 
 
 def _everything(predictor: Predictor, item: SourceItem, params: dict[str, Any]) -> Results:
+    fn = segment_everything
+    if isinstance(predictor.model, Sam2):  # SAM 2's generator semantics and defaults
+        from .everything.sam2 import segment_everything_sam2 as fn
     t0 = time.perf_counter()
     with autocast(predictor.model.device, predictor.dtype):
-        out = segment_everything(predictor.sam_predictor, item.image, **params)
+        out = fn(predictor.sam_predictor, item.image, **params)
     n = len(out.masks)
     return Results(
         orig_img=np.ascontiguousarray(item.image[..., ::-1]),

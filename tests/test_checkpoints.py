@@ -23,6 +23,9 @@ def test_infer_config_recovers_every_variant(arch):
     config = VARIANTS[arch].config
     with torch.device("meta"):
         sd = config.build().state_dict()
+    if config.encoder.kind == "hiera":
+        # SAM 2.0 vs 2.1 shows only in the video modules, which an image model has not
+        config = replace(config, version=None)
     if config.encoder.kind == "tiny_vit":
         # TinyViT's input size is not visible in its weights: inference assumes SAM's 1024
         # (the demo model at 256 stores its config in the file's metadata instead)

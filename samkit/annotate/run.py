@@ -22,6 +22,7 @@ import torch
 
 from ..data.files import list_images, read_image
 from ..errors import SamkitError
+from ..models.sam2 import Sam2
 from ..ops import clip_boxes
 from ..predict.sam_predictor import SamPredictor
 from ..predict.transforms import scale_boxes
@@ -178,7 +179,7 @@ def auto_annotate(
         todo = _plan(writer, images, overwrite, summary, root)
         if todo:
             sam = _load_sam(sam_model, device)
-            predictor = SamPredictor(sam, precision=precision)
+            predictor = _predictor(sam, precision)
             _run(todo, root, source, keep, predictor, writer, summary, progress, tile)
         summary.names = mapped
         if not mapped:
@@ -275,7 +276,11 @@ def _box_masks(
         pred_iou = pred_iou[:, 0].float().cpu().tolist()
         for k in range(0, len(low_res), UPSAMPLE_BATCH):
             with torch.inference_mode():
-                up = model.postprocess_masks(low_res[k : k + UPSAMPLE_BATCH], input_size, original)
+                part = low_res[k : k + UPSAMPLE_BATCH]
+                if isinstance(model, Sam2):  # one bilinear step to the original size
+                    up = model.postprocess_masks(part, original)
+                else:
+                    up = model.postprocess_masks(part, input_size, original)
                 masks = (up[:, 0] > model.mask_threshold).cpu().numpy()
             for j, mask in enumerate(masks):
                 yield mask, pred_iou[k + j]
@@ -455,13 +460,22 @@ def _torch_device(device: str | torch.device | None) -> torch.device | None:
         ) from exc
 
 
+def _predictor(sam, precision):
+    """The low-level predictor of a SAM (v1) or SAM 2 module."""
+    if isinstance(sam, Sam2):
+        from ..predict.sam2_predictor import Sam2Predictor
+
+        return Sam2Predictor(sam, precision=precision)
+    return SamPredictor(sam, precision=precision)
+
+
 def _load_sam(sam_model: Any, device: str | torch.device | None):
     from ..models import Sam
     from ..zoo.checkpoints import build_sam
 
     if isinstance(getattr(sam_model, "model", None), Sam):  # a samkit.SAM
         sam = sam_model.model
-    elif isinstance(sam_model, Sam):
+    elif isinstance(sam_model, (Sam, Sam2)):
         sam = sam_model
     elif isinstance(sam_model, (str, os.PathLike)):
         sam = build_sam(sam_model)[0]

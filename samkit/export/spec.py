@@ -23,6 +23,21 @@ DECODER_INPUTS = (
 )
 DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
 
+# SAM 2 / 2.1 (the layout of X-AnyLabeling and samexporter; see samkit.export.sam2_onnx)
+SAM2_ENCODER_INPUT = "image"
+SAM2_ENCODER_OUTPUTS = ("high_res_feats_0", "high_res_feats_1", "image_embed")
+SAM2_DECODER_INPUTS = (
+    "image_embed",
+    "high_res_feats_0",
+    "high_res_feats_1",
+    "point_coords",
+    "point_labels",
+    "mask_input",
+    "has_mask_input",
+    "orig_im_size",
+)
+SAM2_MASK_OUTPUTS = {"all": 4, "multi": 3, "single": 1}
+
 # mask_output -> mask tokens the decoder computes (token 0: single-mask, tokens 1..3: multimask)
 MASK_TOKENS = {
     "all": (0, 1, 2, 3),  # Meta's default export: 4 masks, serves both multimask modes

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["remove_small_regions"]
+__all__ = ["fill_holes_and_sprinkles", "remove_small_regions"]
 
 
 def remove_small_regions(
@@ -58,3 +58,37 @@ def remove_small_regions(
         if not keep.any():
             keep[int(np.argmax(areas)) + 1] = True
     return keep[labels], True
+
+
+def _small_components(binary: np.ndarray, max_area: float) -> np.ndarray:
+    """Pixels of ``binary`` (H, W) in 8-connected components of at most ``max_area`` pixels."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
+    small = np.zeros(n, dtype=bool)
+    small[1:] = stats[1:, cv2.CC_STAT_AREA] <= max_area
+    return small[labels]
+
+
+def fill_holes_and_sprinkles(
+    logits: torch.Tensor,
+    threshold: float = 0.0,
+    max_hole_area: float = 0.0,
+    max_sprinkle_area: float = 0.0,
+) -> torch.Tensor:
+    """SAM 2's mask clean-up on ``... x H x W`` logits (what its CUDA-only kernel intends).
+
+    Background components (``logits <= threshold``, 8-connected) of at most ``max_hole_area``
+    pixels become ``threshold + 10``; foreground components (``> threshold``) of at most
+    ``max_sprinkle_area`` pixels become ``threshold - 10``. Both are found on the input logits
+    (as the reference does), so a filled hole is never removed again as a speck. 0 disables a step.
+    """
+    if max_hole_area <= 0 and max_sprinkle_area <= 0:
+        return logits
+    flat = logits.detach().float().reshape(-1, *logits.shape[-2:]).cpu().numpy()
+    out = flat.copy()
+    for i, m in enumerate(flat):
+        fg = m > threshold
+        if max_hole_area > 0:
+            out[i][_small_components(~fg, max_hole_area)] = threshold + 10.0
+        if max_sprinkle_area > 0:
+            out[i][_small_components(fg, max_sprinkle_area)] = threshold - 10.0
+    return torch.from_numpy(out).reshape(logits.shape).to(logits.device, logits.dtype)

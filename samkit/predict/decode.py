@@ -21,10 +21,12 @@ import torch.nn.functional as F
 
 from ..errors import PromptError
 from ..models import Sam
+from ..models.sam2 import Sam2
 from ..ops.boxes import masks_to_boxes_xyxy
 from ..results import DeferredRows
 from .fast_decode import PointDecoder, UpscaleRest, rest_block
 from .prompts import Prompts, binary_masks_to_logits
+from .sam2_predictor import LOW_RES_CLAMP, scale_points
 from .sam_predictor import SamPredictor
 from .transforms import scale_boxes, scale_coords
 
@@ -151,10 +153,18 @@ def prompt_tensors(
     orig, inp = predictor.original_size, predictor.input_size
     dev = predictor.device
     coords = labels = boxes = mask_input = None
-    if prompts.points is not None:
+    if isinstance(predictor.model, Sam2):  # per-axis float32 scaling, as SAM 2's reference
+        size = predictor.model.image_size
+        if prompts.points is not None:
+            coords = scale_points(torch.as_tensor(prompts.points, device=dev), orig, size)
+            labels = torch.as_tensor(prompts.labels, dtype=torch.int, device=dev)
+        if prompts.boxes is not None:
+            b = torch.as_tensor(prompts.boxes, device=dev).reshape(-1, 2, 2)
+            boxes = scale_points(b, orig, size).reshape(-1, 4)
+    if prompts.points is not None and coords is None:
         coords = torch.as_tensor(scale_coords(prompts.points, orig, inp), device=dev)
         labels = torch.as_tensor(prompts.labels, dtype=torch.int, device=dev)
-    if prompts.boxes is not None:
+    if prompts.boxes is not None and boxes is None:
         boxes = torch.as_tensor(scale_boxes(prompts.boxes, orig, inp), device=dev)
     if prompts.masks is not None:
         if prompts.mask_kind == "binary":
@@ -228,6 +238,7 @@ def decode_prompts(
             np.zeros((0, s, s), np.float32),
         )
     model = predictor.model
+    sam2 = isinstance(model, Sam2)
     s = model.prompt_encoder.mask_input_size[0]
     tensors = prompt_tensors(predictor, prompts)
     region = upsample_region(s, predictor.input_size, model.image_size)
@@ -262,15 +273,20 @@ def decode_prompts(
             k = low.shape[0]
             scores[row : row + k] = iou.flatten().float().cpu().numpy()
             if low_res is not None:
-                low_res[row : row + k] = low.cpu().numpy()
+                kept = low.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP) if sam2 else low
+                low_res[row : row + k] = kept.cpu().numpy()
             for g in range(0, k, UPSAMPLE_GROUP):
-                logits = upsample_logits(
-                    low[g : g + UPSAMPLE_GROUP, None],
-                    predictor.input_size,
-                    (h, w),
-                    model.image_size,
-                    s,
-                )[:, 0]
+                if sam2:  # one bilinear step from the (unclamped) low-res logits
+                    logits = model.postprocess_masks(low[g : g + UPSAMPLE_GROUP, None], (h, w))
+                    logits = logits[:, 0]
+                else:
+                    logits = upsample_logits(
+                        low[g : g + UPSAMPLE_GROUP, None],
+                        predictor.input_size,
+                        (h, w),
+                        model.image_size,
+                        s,
+                    )[:, 0]
                 m = logits > model.mask_threshold
                 end = row + g + m.shape[0]
                 boxes[row + g : end] = masks_to_boxes_xyxy(m).cpu().numpy()

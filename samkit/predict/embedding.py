@@ -1,6 +1,6 @@
 """Image embeddings: batched encoding and a bounded LRU cache keyed by image content.
 
-An :class:`Embedding` is what :class:`~samkit.predictor.SamPredictor` keeps after
+An :class:`Embedding` is what :class:`~samkit.predict.sam_predictor.SamPredictor` keeps after
 ``set_image``; :func:`attach` puts one into a predictor, so many images encoded in one batch
 (or found in the cache) can be decoded without encoding again.
 """
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..models import Sam
+from ..models.sam2 import Sam2
 from .precision import autocast
 from .sam_predictor import SamPredictor
 from .transforms import resize_longest_side
@@ -96,6 +97,10 @@ def encode_images(
     ``SamPredictor.set_image``: long-side resize with Pillow bilinear, normalize, pad)."""
     if not images_rgb:
         return []
+    if isinstance(model, Sam2):  # square antialiased resize, extra feature maps
+        from .sam2_predictor import encode_images_sam2
+
+        return encode_images_sam2(model, images_rgb, dtype)  # type: ignore[return-value]
     size = model.image_size
     device = model.device
     batch, sizes = [], []

@@ -74,3 +74,30 @@ def normalize_and_pad(
     out = np.zeros((1, 3, size, size), dtype=np.float32)
     out[0, :, :h, :w] = x
     return out
+
+
+def resize_square_float(image_rgb: np.ndarray, size: int) -> np.ndarray:
+    """SAM 2's resize: ``H x W x 3`` uint8 -> ``size x size x 3`` float32 in [0, 1].
+
+    Bilinear with antialiasing on the float values (Pillow's ``F`` mode), equal to torch's
+    ``F.interpolate(x / 255, (size, size), mode="bilinear", antialias=True)`` to ~1e-7; a
+    uint8 resize would differ by up to 0.0175.
+    """
+    chans = []
+    for c in range(3):
+        plane = Image.fromarray(image_rgb[..., c].astype(np.float32) / np.float32(255), mode="F")
+        if plane.size != (size, size):
+            plane = plane.resize((size, size), Image.BILINEAR)
+        chans.append(np.asarray(plane, dtype=np.float32))
+    return np.stack(chans, axis=-1)
+
+
+def scale_points_square_np(
+    coords: np.ndarray, original_size: tuple[int, int], size: int
+) -> np.ndarray:
+    """``... x 2`` (x, y) original pixels -> the ``size x size`` frame, per axis, float32
+    (divide by the image side, then multiply by ``size``, as SAM 2's reference does)."""
+    out = np.array(coords, dtype=np.float32, copy=True)
+    out[..., 0] = out[..., 0] / np.float32(original_size[1])
+    out[..., 1] = out[..., 1] / np.float32(original_size[0])
+    return out * np.float32(size)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..models import Sam
+from ..models.sam2 import Sam2
 from ..results import Results
 from .base import ResultsPredictMixin
 from .decode import DEFAULT_CHUNK_SIZE, decode_prompts
@@ -27,6 +28,7 @@ from .embedding import Embedding, EmbeddingCache, attach, encode_images, image_k
 from .precision import autocast, dtype_of, resolve_precision
 from .prompt_checks import ObjectPrompt
 from .prompts import Prompts
+from .sam2_predictor import Sam2Predictor
 from .sam_predictor import SamPredictor
 
 
@@ -60,7 +62,7 @@ class Predictor(ResultsPredictMixin):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         defer_low_res: bool = True,
     ) -> None:
-        sam = model if isinstance(model, Sam) else model.model
+        sam = model if isinstance(model, (Sam, Sam2)) else model.model
         if cache is None:
             cache = getattr(model, "embedding_cache", None)
         if cache is None:
@@ -71,7 +73,7 @@ class Predictor(ResultsPredictMixin):
         if device is not None:
             sam.to(resolve_device(device))
         self.model = sam
-        self.sam_predictor = SamPredictor(sam)
+        self.sam_predictor = Sam2Predictor(sam) if isinstance(sam, Sam2) else SamPredictor(sam)
         self.dtype = dtype_of(resolve_precision(precision, sam.device))
         self.image_format = image_format
         self.cache = cache

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from ..data.datasets import SegDataset, load_dataset
 from ..errors import SamkitError
 from ..models import Sam
+from ..models.sam2 import Sam2, box_to_points
 from ..ops.boxes import mask_to_box_xyxy
 from ..predict.transforms import preprocess_shape, resize_longest_side, scale_boxes
 from ..zoo.registry import ModelConfig
@@ -83,14 +84,22 @@ def save_checkpoint(sam: Sam, config: ModelConfig, path: str | os.PathLike, **ex
     return path
 
 
-def _prepare(data: SegDataset, i: int, size: int, loss_size: int) -> _Item | None:
+def _prepare(
+    data: SegDataset, i: int, size: int, loss_size: int, square: bool = False
+) -> _Item | None:
+    """One training image; ``square``: SAM 2's frame (the whole image squeezed into ``S x S``,
+    the image kept at its size for the model's own resize, boxes scaled per axis)."""
     sample = data.load(i)
     masks = sample.masks[sample.masks.any(axis=(1, 2))]
     if not len(masks):
         return None
     h0, w0 = sample.image.shape[:2]
-    image = resize_longest_side(sample.image, size)
-    hl, wl = preprocess_shape(h0, w0, loss_size)
+    if square:
+        image = np.ascontiguousarray(sample.image)
+        hl = wl = loss_size
+    else:
+        image = resize_longest_side(sample.image, size)
+        hl, wl = preprocess_shape(h0, w0, loss_size)
     gt = np.zeros((len(masks), loss_size, loss_size), np.float32)
     for k, m in enumerate(masks):
         small = cv2.resize(m.astype(np.float32), (wl, hl), interpolation=cv2.INTER_AREA)
@@ -99,7 +108,7 @@ def _prepare(data: SegDataset, i: int, size: int, loss_size: int) -> _Item | Non
     if not keep.any():
         return None
     boxes = np.stack([mask_to_box_xyxy(m) for m in masks]).astype(np.float64)
-    boxes = scale_boxes(boxes, (h0, w0), image.shape[:2])
+    boxes = scale_boxes(boxes, (h0, w0), (size, size) if square else image.shape[:2])
     return _Item(
         i, torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(gt[keep]), boxes[keep]
     )
@@ -136,8 +145,11 @@ class _Trainer:
         self.gen = torch.Generator().manual_seed(opts["seed"])
         self.cache: dict[int, torch.Tensor] = {}
         self.encoder_frozen = "image_encoder" in opts["freeze"]
+        self.sam2 = isinstance(sam, Sam2)
 
     def embeddings(self, items: list[_Item]) -> torch.Tensor:
+        if self.sam2:
+            return self._sam2_features(items)
         sam, dev = self.sam, self.sam.device
         todo = [it for it in items if it.index not in self.cache]
         out: dict[int, torch.Tensor] = {}
@@ -159,12 +171,47 @@ class _Trainer:
             ]
         )
 
+    def _sam2_features(self, items: list[_Item]):
+        """SAM 2: ``(image_embed B x C x h x w, (high-res s4, s8))``, cached like v1's."""
+        sam, dev = self.sam, self.sam.device
+        todo = [it for it in items if it.index not in self.cache]
+        out = {}
+        if todo:
+            x = torch.cat([sam.preprocess(it.image[None].to(dev)) for it in todo])
+            with torch.set_grad_enabled(not self.encoder_frozen):
+                emb, (s0, s1) = sam.encode(x)
+            for k, it in enumerate(todo):
+                feats = (emb[k], s0[k], s1[k])
+                out[it.index] = feats
+                if self.encoder_frozen and self.o["cache"]:
+                    self.cache[it.index] = tuple(f.detach().half().cpu() for f in feats)
+        rows = [
+            out[it.index]
+            if it.index in out
+            else tuple(f.to(dev).float() for f in self.cache[it.index])
+            for it in items
+        ]
+        emb, s0, s1 = (torch.stack([r[j] for r in rows]) for j in range(3))
+        return emb, (s0, s1)
+
     def decode(self, emb, img_idx, points, boxes, mask_input, tokens):
         sam = self.sam
-        sparse, dense = sam.prompt_encoder(points, boxes, mask_input)
-        low, iou = sam.mask_decoder.predict_masks(
-            emb[img_idx], sam.prompt_encoder.get_dense_pe(), sparse, dense, tokens
-        )
+        if self.sam2:
+            image_embed, (s0, s1) = emb
+            sparse, dense = sam.prompt_encoder(box_to_points(boxes, points), None, mask_input)
+            low, iou, _ = sam.mask_decoder(
+                image_embed[img_idx],
+                sam.prompt_encoder.get_dense_pe(),
+                sparse,
+                dense,
+                (s0[img_idx], s1[img_idx]),
+            )
+            low, iou = low[:, tokens], iou[:, tokens]
+        else:
+            sparse, dense = sam.prompt_encoder(points, boxes, mask_input)
+            low, iou = sam.mask_decoder.predict_masks(
+                emb[img_idx], sam.prompt_encoder.get_dense_pe(), sparse, dense, tokens
+            )
         up = low
         if low.shape[-1] != self.loss_size:
             up = F.interpolate(low, (self.loss_size,) * 2, mode="bilinear", align_corners=False)
@@ -343,7 +390,7 @@ def train_sam(
     ``lr`` is AdamW's peak learning rate, reached after ``warmup_steps`` and decayed by a cosine
     to ``lr * lrf``. ``val_data`` defaults to the ``val`` split of ``data`` (no validation if it
     has none: then ``best.pt`` is the epoch with the lowest training loss). ``val_prompt`` is
-    the protocol of :func:`samkit.val.validate` used to pick the best epoch; ``val_images``
+    the protocol of :func:`samkit.train.val.validate` used to pick the best epoch; ``val_images``
     limits it to the first images. Outputs go to ``project/name`` (``name2``, ... if taken).
     ``resume``: the ``weights/last.pt`` of an interrupted run, continued in its folder (pass the
     same arguments; model, optimizer, schedule and random state are restored).
@@ -446,7 +493,9 @@ def train_sam(
             items = []
             for i in order[s * batch : (s + 1) * batch]:
                 try:
-                    item = _prepare(train_ds, int(i), sam.image_size, trainer.loss_size)
+                    item = _prepare(
+                        train_ds, int(i), sam.image_size, trainer.loss_size, trainer.sam2
+                    )
                 except SamkitError as e:
                     if epoch == 1:
                         skipped.append(str(e))

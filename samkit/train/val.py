@@ -71,9 +71,11 @@ class SamBackend:
     """:class:`MaskDecoderLike` over a :class:`~samkit.models.Sam` (through :class:`SamPredictor`)."""
 
     def __init__(self, sam) -> None:
+        from ..models.sam2 import Sam2
+        from ..predict.sam2_predictor import Sam2Predictor
         from ..predict.sam_predictor import SamPredictor
 
-        self.predictor = SamPredictor(sam)
+        self.predictor = Sam2Predictor(sam) if isinstance(sam, Sam2) else SamPredictor(sam)
 
     def set_image(self, image: np.ndarray) -> None:
         self.predictor.set_image(image)

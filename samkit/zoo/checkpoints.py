@@ -9,6 +9,7 @@ samkit writes), and ``.safetensors`` files (architecture record in the metadata)
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import pickle
@@ -39,6 +40,7 @@ _DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
     "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
 }  # fmt: skip
+_LOG = logging.getLogger("samkit")
 _SAFETENSORS_CONFIG_KEY = "samkit_config"
 
 
@@ -50,6 +52,8 @@ class LoadedCheckpoint:
     state_dict: dict[str, torch.Tensor]
     config: ModelConfig
     variant: Variant | None
+    #: what the file holds that the model does not use (SAM 2's video modules), or None
+    unused: str | None = None
 
 
 def map_keys(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -263,6 +267,12 @@ def read_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     state_dict = map_keys(raw)
     if not state_dict:
         raise CheckpointError(f"{path}: holds no tensors (keys: {list(raw)[:5]}); not a checkpoint")
+    from .sam2 import is_sam2_state_dict
+
+    if is_sam2_state_dict(state_dict):
+        return _read_sam2(path, state_dict, config_dict)
+    if config_dict and dict(config_dict.get("encoder", {})).get("kind") == "hiera":
+        raise CheckpointError(f"{path}: the file says SAM 2 but holds no SAM 2 image encoder keys")
     try:
         config = ModelConfig.from_dict(config_dict) if config_dict else infer_config(state_dict)
     except CheckpointError as e:
@@ -275,6 +285,28 @@ def read_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
             f"parameters but the file holds only {held} values; the file is corrupt or crafted"
         )
     return LoadedCheckpoint(path, state_dict, config, match_variant(config))
+
+
+def _read_sam2(
+    path: Path, state_dict: dict[str, torch.Tensor], config_dict: dict[str, Any] | None
+) -> LoadedCheckpoint:
+    """A SAM 2 / 2.1 state dict: video-only tensors set aside (and reported), names mapped."""
+    from .sam2 import Sam2Config, infer_sam2_config, split_state_dict
+
+    split = split_state_dict(state_dict)
+    try:
+        if config_dict:
+            if dict(config_dict.get("encoder", {})).get("kind") != "hiera":
+                raise CheckpointError("the file's config is not a SAM 2 config but its keys are")
+            config = Sam2Config.from_dict(config_dict)
+        else:
+            config = infer_sam2_config(split.image, split.version)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    unused = split.video_summary() if split.video_keys else None
+    if unused:
+        _LOG.info("%s: %s", path, unused)
+    return LoadedCheckpoint(path, split.image, config, match_variant(config), unused)
 
 
 def _summarize(keys: list[str], limit: int = 8) -> str:

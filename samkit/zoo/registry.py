@@ -153,6 +153,10 @@ class ModelConfig:
         try:
             enc = dict(data["encoder"])
             kind = enc.get("kind", "vit")
+            if kind == "hiera":
+                from .sam2 import Sam2Config
+
+                return Sam2Config.from_dict(data)  # type: ignore[return-value]
             enc_cls = {"vit": ViTConfig, "tiny_vit": TinyViTConfig}[kind]
             enc = {k: tuple(v) if isinstance(v, list) else v for k, v in enc.items()}
             config = cls(
@@ -267,6 +271,16 @@ VARIANTS: dict[str, Variant] = {
         ),
     )
 }
+
+
+def _add_sam2_variants() -> None:
+    from .sam2 import SAM2_MODELS
+
+    for m in SAM2_MODELS:
+        VARIANTS[m.name] = Variant(m.name, m.title, m.config, m.files, m.aliases)  # type: ignore[arg-type]
+
+
+_add_sam2_variants()
 
 
 def get_variant(name: str) -> Variant | None:
@@ -404,6 +418,11 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
 
     Raises :class:`CheckpointError` when the keys are not those of a SAM model.
     """
+    from .sam2 import infer_sam2_config, is_sam2_state_dict, split_state_dict
+
+    if is_sam2_state_dict(state_dict):  # SAM 2 / 2.1 (Meta's or samkit's key names)
+        split = split_state_dict(state_dict)
+        return infer_sam2_config(split.image, split.version)  # type: ignore[return-value]
     try:
         config = _infer_config(state_dict)
     except (ZeroDivisionError, ValueError, IndexError, OverflowError) as e:

@@ -44,16 +44,31 @@ def seeded_tensor(key: str, shape: tuple[int, ...]) -> torch.Tensor:
 def seeded_state_dict(
     template: Mapping[str, torch.Tensor] | torch.nn.Module,
 ) -> dict[str, torch.Tensor]:
-    """Seeded values for every entry of ``template`` (a state dict or a module's state dict)."""
+    """Seeded values for every entry of ``template`` (a state dict or a module's state dict).
+
+    A SAM 2 module is seeded under Meta's key names (``sam_mask_decoder.*``, ...), so its
+    weights equal those of Meta's model seeded by the same recipe.
+    """
+    rename = _meta_key_of(template)
     if isinstance(template, torch.nn.Module):
         template = template.state_dict()
     out = {}
     for key, t in template.items():
         if t.is_floating_point():
-            out[key] = seeded_tensor(key, tuple(t.shape))
+            out[key] = seeded_tensor(rename(key), tuple(t.shape))
         else:
             out[key] = torch.zeros(t.shape, dtype=t.dtype)
     return out
+
+
+def _meta_key_of(template):
+    from ..models.sam2 import Sam2
+
+    if isinstance(template, Sam2):
+        from .sam2 import to_meta_key
+
+        return to_meta_key
+    return lambda key: key
 
 
 def seeded_model(name_or_config):
