@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from samkit import SAM, auto_annotate
-from samkit.annotate.run import _predictor, segment_detections
 from samkit.annotate.detectors import Detections
+from samkit.annotate.run import _predictor, segment_detections
 from samkit.ops.rle import rle_to_mask
 from samkit.predict.sam2_predictor import Sam2Predictor
 
