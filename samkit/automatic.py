@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .errors import SamkitError
-from .everything import resolve_dtype
+from .everything import everything_dtypes
 from .everything_core import AmgParams, generate_mask_set
 from .models import Sam
 from .ops.rle import mask_to_rle, rle_to_coco
@@ -23,7 +23,8 @@ class SamAutomaticMaskGenerator:
     """Generate masks for a whole image, like ``segment_anything.SamAutomaticMaskGenerator``.
 
     Same arguments and defaults as Meta's class, plus ``precision`` ("fp32" exact, "bf16",
-    "auto"; None follows an active autocast) and ``progress``. ``model`` is a
+    "auto" per part, a mapping part -> precision; None follows an active autocast) and
+    ``progress``. ``model`` is a
     :class:`~samkit.models.Sam` or a high-level :class:`samkit.SAM`.
     """
 
@@ -81,9 +82,9 @@ class SamAutomaticMaskGenerator:
         ``predicted_iou``, ``point_coords`` ``[[x, y]]``, ``stability_score``, ``crop_box``
         (XYWH). Records come in the reference's order.
         """
-        dtype = resolve_dtype(self.precision, self.predictor.device)
+        enc_dtype, dtype = everything_dtypes(self.precision, self.predictor.device)
         data, cleaned, self.last_stats = generate_mask_set(
-            self.predictor, image, self.params, dtype, self.progress
+            self.predictor, image, self.params, dtype, self.progress, encoder_dtype=enc_dtype
         )
         masks = enumerate(cleaned) if cleaned is not None else data.masks()
         records = []

@@ -108,6 +108,7 @@ def encode_images(
         sizes.append(((image.shape[0], image.shape[1]), (resized.shape[0], resized.shape[1])))
     with autocast(device, dtype):
         features = model.image_encoder(torch.cat(batch))
+    features = features.float()  # fp32 embeddings whatever the encoder's precision
     return [
         Embedding(features[i : i + 1].clone() if len(batch) > 1 else features, orig, inp)
         for i, (orig, inp) in enumerate(sizes)

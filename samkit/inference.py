@@ -20,7 +20,6 @@ import numpy as np
 from .embeddings import Embedding, encode_images
 from .errors import PromptError, SamkitError
 from .interactive import Predictor
-from .precision import autocast
 from .prompts import Prompts, fit_prompts
 from .results import Results
 from .sources import SourceItem, is_single_source, load_sources
@@ -167,8 +166,8 @@ def _flush(
 def _everything(predictor: Predictor, item: SourceItem, params: dict[str, Any]) -> Results:
     fn = everything_function()
     t0 = time.perf_counter()
-    with autocast(predictor.model.device, predictor.dtype):
-        out = fn(predictor.sam_predictor, item.image, **params)
+    params = {"precision": predictor.parts, **params}  # per part: encoder and grid decoder
+    out = fn(predictor.sam_predictor, item.image, **params)
     n = len(out.masks)
     return Results(
         orig_img=np.ascontiguousarray(item.image[..., ::-1]),
