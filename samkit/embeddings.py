@@ -17,6 +17,7 @@ import torch
 from .models import Sam
 from .precision import autocast
 from .predictor import SamPredictor
+from .runtime import cpu_policy
 from .transforms import resize_longest_side
 
 
@@ -106,7 +107,7 @@ def encode_images(
         t = torch.from_numpy(resized).to(device).permute(2, 0, 1).contiguous()[None]
         batch.append(model.preprocess(t))
         sizes.append(((image.shape[0], image.shape[1]), (resized.shape[0], resized.shape[1])))
-    with autocast(device, dtype):
+    with cpu_policy("encoder", device), autocast(device, dtype):
         features = model.image_encoder(torch.cat(batch))
     features = features.float()  # fp32 embeddings whatever the encoder's precision
     return [

@@ -38,6 +38,7 @@ from .ops.nms import nms
 from .ops.regions import remove_small_regions
 from .ops.upsample import UpsamplePlan, mask_stats, upsample_masks
 from .predictor import SamPredictor
+from .runtime import cpu_policy
 from .validate import check_image
 
 __all__ = ["AmgParams", "MaskSet", "generate_mask_set"]
@@ -200,6 +201,11 @@ def generate_mask_set(
     ``crop_nms_kept`` and ``kept``; ``encode_s``, ``decode_s``, ``stats_s``, ``nms_s``,
     ``cleanup_s`` (seconds).
     """
+    with cpu_policy("everything", predictor.device):
+        return _generate(predictor, image_rgb, params, dtype, progress, encoder_dtype)
+
+
+def _generate(predictor, image_rgb, params, dtype, progress, encoder_dtype):
     stats: Counter = Counter()
     image = check_image(image_rgb)
     h, w = image.shape[:2]

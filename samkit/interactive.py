@@ -27,6 +27,7 @@ from .predictor import SamPredictor
 from .predictor_base import ResultsPredictMixin
 from .prompts import Prompts
 from .results import Results
+from .runtime import cpu_policy
 from .validate import ObjectPrompt
 
 
@@ -143,7 +144,8 @@ class Predictor(ResultsPredictMixin):
     def decode_fitted(self, fitted: Prompts, multimask_output: bool = False) -> Results:
         """Decode prompts already checked against the current image by ``fit_prompts``."""
         t0 = time.perf_counter()
-        with autocast(self.model.device, self.decoder_dtype):
+        dev = self.model.device
+        with cpu_policy("prompts", dev), autocast(dev, self.decoder_dtype):
             out = decode_prompts(
                 self.sam_predictor, fitted, multimask_output, self.chunk_size, self.defer_low_res
             )

@@ -19,6 +19,7 @@ from .models import Sam
 from .models.mask_decoder import MaskDecoder
 from .precision import encode, resolve_precision
 from .predictor_base import MetaPredictMixin
+from .runtime import cpu_policy
 from .transforms import resize_longest_side, scale_boxes, scale_coords
 from .validate import ObjectPrompt, check_image
 
@@ -92,8 +93,10 @@ class SamPredictor(MetaPredictMixin):
             )
         self.reset_image()
         x = self.model.preprocess(transformed_image.to(self.device))
+        with cpu_policy("encoder", self.device):
+            features = encode(self.model.image_encoder, x, self.precision)
         self._hold_embedding(
-            encode(self.model.image_encoder, x, self.precision),
+            features,
             (int(original_image_size[0]), int(original_image_size[1])),
             (int(transformed_image.shape[-2]), int(transformed_image.shape[-1])),
         )
@@ -118,7 +121,8 @@ class SamPredictor(MetaPredictMixin):
         for start in range(0, len(inputs), batch_size):
             chunk = inputs[start : start + batch_size]
             x = torch.cat([self.model.preprocess(t.to(self.device)) for t, _ in chunk])
-            features = encode(self.model.image_encoder, x, self.precision)
+            with cpu_policy("encoder", self.device):
+                features = encode(self.model.image_encoder, x, self.precision)
             for j, (t, size) in enumerate(chunk):
                 out.append(
                     ImageEmbedding(
@@ -199,10 +203,13 @@ class SamPredictor(MetaPredictMixin):
             ``(masks B x C x H x W, iou B x C, low_res_logits B x C x 256 x 256)``.
         """
         self._require_image()
-        low_res, iou = self.decode(point_coords, point_labels, boxes, mask_input, multimask_output)
-        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
-        if not return_logits:
-            masks = masks > self.model.mask_threshold
+        with cpu_policy("prompts", self.device):
+            low_res, iou = self.decode(
+                point_coords, point_labels, boxes, mask_input, multimask_output
+            )
+            masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
+            if not return_logits:
+                masks = masks > self.model.mask_threshold
         return masks, iou, low_res
 
     @torch.inference_mode()
