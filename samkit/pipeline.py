@@ -227,12 +227,15 @@ def _flush(
 
 
 def _everything(predictor: Predictor, item: SourceItem, params: dict[str, Any]) -> Results:
-    fn = segment_everything
-    if isinstance(predictor.model, Sam2):  # SAM 2's generator semantics and defaults
-        from .everything.sam2 import segment_everything_sam2 as fn
     t0 = time.perf_counter()
-    with autocast(predictor.model.device, predictor.dtype):
-        out = fn(predictor.sam_predictor, item.image, **params)
+    if isinstance(predictor.model, Sam2):  # SAM 2's generator semantics and defaults
+        from .everything.sam2 import segment_everything_sam2
+
+        with autocast(predictor.model.device, predictor.dtype):
+            out = segment_everything_sam2(predictor.sam_predictor, item.image, **params)
+    else:
+        params = {"precision": predictor.parts, **params}  # per part: encoder and grid decoder
+        out = segment_everything(predictor.sam_predictor, item.image, **params)
     n = len(out.masks)
     return Results(
         orig_img=np.ascontiguousarray(item.image[..., ::-1]),

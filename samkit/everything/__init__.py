@@ -2,6 +2,6 @@
 APIs, :func:`segment_everything` (Ultralytics' names) and
 :class:`~samkit.everything.automatic.SamAutomaticMaskGenerator` (Meta's)."""
 
-from .segment import EverythingOutput, resolve_dtype, segment_everything
+from .segment import EverythingOutput, everything_dtypes, resolve_dtype, segment_everything
 
-__all__ = ["EverythingOutput", "resolve_dtype", "segment_everything"]
+__all__ = ["EverythingOutput", "everything_dtypes", "resolve_dtype", "segment_everything"]

@@ -16,7 +16,7 @@ from ..ops.rle import mask_to_rle, rle_to_coco
 from ..predict.sam_predictor import SamPredictor
 from .engine import AmgParams, generate_mask_set
 from .report import META_NAMES, empty_reason, summary
-from .segment import resolve_dtype
+from .segment import everything_dtypes, resolve_dtype
 
 __all__ = ["SamAutomaticMaskGenerator"]
 
@@ -29,7 +29,8 @@ class SamAutomaticMaskGenerator:
     """Generate masks for a whole image, like ``segment_anything.SamAutomaticMaskGenerator``.
 
     Same arguments and defaults as Meta's class, plus ``precision`` ("fp32" exact, "bf16",
-    "auto"; None follows an active autocast) and ``progress``. ``model`` is a
+    "auto" per part, a mapping part -> precision; None follows an active autocast) and
+    ``progress``. ``model`` is a
     :class:`~samkit.models.Sam` or a high-level :class:`samkit.SAM`.
 
     ``tile`` (pixels, or True for the model's input size) and ``overlap``: segment in
@@ -100,9 +101,9 @@ class SamAutomaticMaskGenerator:
         """
         if self.tile is not None and self.tile is not False:
             return self._generate_tiled(image)
-        dtype = resolve_dtype(self.precision, self.predictor.device)
+        enc_dtype, dtype = everything_dtypes(self.precision, self.predictor.device)
         data, cleaned, self.last_stats = generate_mask_set(
-            self.predictor, image, self.params, dtype, self.progress
+            self.predictor, image, self.params, dtype, self.progress, encoder_dtype=enc_dtype
         )
         self.last_summary = summary(self.last_stats, self.params, META_NAMES)
         if self.progress:

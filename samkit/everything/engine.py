@@ -39,6 +39,7 @@ from ..ops.upsample import UpsamplePlan, mask_stats, upsample_masks
 from ..predict.fast_decode import PointDecoder
 from ..predict.prompt_checks import check_image
 from ..predict.sam_predictor import SamPredictor
+from ..predict.threads import cpu_policy
 
 __all__ = ["AmgParams", "MaskSet", "generate_mask_set"]
 
@@ -186,8 +187,12 @@ def generate_mask_set(
     params: AmgParams,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
+    encoder_dtype: torch.dtype | None = None,
 ) -> tuple[MaskSet, list[np.ndarray] | None, dict[str, float]]:
     """Run the generator up to (and including) cross-crop NMS and small-region clean-up.
+
+    ``dtype`` is the grid decoder's compute dtype, ``encoder_dtype`` the image encoder's
+    (default: ``dtype``).
 
     Returns the kept masks; when ``min_mask_region_area > 0`` their cleaned binary masks
     (``H x W`` bool each, in the same order), otherwise None (build them with ``.masks()``);
@@ -198,6 +203,11 @@ def generate_mask_set(
     seen), ``best_stability`` (highest stability score of a mask past the IoU filter);
     ``encode_s``, ``decode_s``, ``stats_s``, ``nms_s``, ``cleanup_s`` (seconds).
     """
+    with cpu_policy("everything", predictor.device):
+        return _generate(predictor, image_rgb, params, dtype, progress, encoder_dtype)
+
+
+def _generate(predictor, image_rgb, params, dtype, progress, encoder_dtype):
     stats: Counter = Counter()
     image = check_image(image_rgb)
     h, w = image.shape[:2]
@@ -205,13 +215,14 @@ def generate_mask_set(
         (h, w), int(params.crop_n_layers), float(params.crop_overlap_ratio)
     )
     grids = params.grids()
+    enc_dtype = dtype if encoder_dtype is None else encoder_dtype
     decoder = PointDecoder(predictor.model, dtype)
     bar = _progress(progress, sum(len(grids[li]) for li in layer_idxs), len(crop_boxes))
     parts, plans = [], []
     try:
         for ci, (box, li) in enumerate(zip(crop_boxes, layer_idxs)):
             part, plan = _process_crop(
-                predictor, decoder, image, box, ci, grids[li], params, dtype, bar, stats
+                predictor, decoder, image, box, ci, grids[li], params, enc_dtype, bar, stats
             )
             parts.append(part)
             plans.append(plan)
@@ -246,7 +257,7 @@ def _process_crop(
     crop_index: int,
     grid: np.ndarray,
     params: AmgParams,
-    dtype: torch.dtype,
+    encoder_dtype: torch.dtype,
     bar,
     stats: Counter,
 ) -> tuple[MaskSet, UpsamplePlan | None]:
@@ -258,7 +269,7 @@ def _process_crop(
         return MaskSet((h, w)), None
     device = predictor.device
     t0 = time.perf_counter()
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+    with torch.autocast(device.type, dtype=encoder_dtype, enabled=encoder_dtype != torch.float32):
         predictor.set_image(crop)
     stats["encode_s"] += time.perf_counter() - t0
     model = predictor.model

@@ -13,18 +13,19 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import SamkitError
+from ..predict.precision import resolve_parts
 from ..predict.sam_predictor import SamPredictor
 from .engine import AmgParams, generate_mask_set
 from .report import empty_reason, summary
 
 log = logging.getLogger("samkit")
 
-__all__ = ["EverythingOutput", "resolve_dtype", "segment_everything"]
+__all__ = ["EverythingOutput", "everything_dtypes", "resolve_dtype", "segment_everything"]
 
 
 @dataclass
@@ -68,26 +69,25 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
     return None
 
 
-def resolve_dtype(precision: str | None, device: torch.device) -> torch.dtype:
-    """``precision`` ("fp32", "bf16", "auto" or None) -> compute dtype.
+def everything_dtypes(precision: Any, device: torch.device) -> tuple[torch.dtype, torch.dtype]:
+    """``(encoder dtype, grid decoder dtype)`` of a segment-everything ``precision``.
 
-    None follows an active ``torch.autocast`` context (bf16 if it autocasts to bf16), else
-    fp32. "auto" picks bf16 only on CPUs with native bf16 instructions (AVX512-BF16 / AMX).
+    ``precision``: "fp32", "bf16", "auto" (per part, :func:`samkit.predict.precision.resolve_parts`:
+    on CPUs with native bf16 both in bf16, else fp32), a mapping part -> precision, a
+    :class:`~samkit.predict.precision.PartPrecision`, or None: follow an active ``torch.autocast``
+    (bf16 for both if it autocasts to bf16), else fp32.
     """
     if precision is None:
-        return torch.bfloat16 if _autocast_dtype(device.type) == torch.bfloat16 else torch.float32
-    p = str(precision).lower()
-    if p == "fp32":
-        return torch.float32
-    if p == "bf16":
-        return torch.bfloat16
-    if p == "auto":
-        if device.type != "cpu":
-            return torch.float32
-        native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-        return torch.bfloat16 if native or amx else torch.float32
-    raise SamkitError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
+        bf16 = _autocast_dtype(device.type) == torch.bfloat16
+        dt = torch.bfloat16 if bf16 else torch.float32
+        return dt, dt
+    parts = resolve_parts(precision, device)
+    return parts.dtype("encoder"), parts.dtype("everything_decoder")
+
+
+def resolve_dtype(precision: Any, device: torch.device) -> torch.dtype:
+    """The grid decoder's dtype of ``precision`` (see :func:`everything_dtypes`)."""
+    return everything_dtypes(precision, device)[1]
 
 
 def segment_everything(
@@ -124,7 +124,8 @@ def segment_everything(
         point_grids: explicit normalized ``N x 2`` grids, one per crop layer.
         iou: box NMS threshold within a crop (``box_nms_thresh``).
         min_mask_region_area: fill holes and remove islands smaller than this (pixels).
-        precision: "fp32" (exact), "bf16", "auto", or None (follow an active autocast).
+        precision: "fp32" (exact), "bf16", "auto" (per part: see :func:`everything_dtypes`),
+            a mapping part -> precision, or None (follow an active autocast).
         progress: show a progress bar (points decoded, masks past each filter, time left).
         verbose: progress bar and a summary line on stderr. Either way, when no mask is kept,
             a warning (logger ``samkit``) names the filter that removed them all.
@@ -144,9 +145,9 @@ def segment_everything(
         min_mask_region_area=min_mask_region_area,
     )
     t_start = time.perf_counter()
-    dtype = resolve_dtype(precision, predictor.device)
+    enc_dtype, dtype = everything_dtypes(precision, predictor.device)
     data, cleaned, stats = generate_mask_set(
-        predictor, image_rgb, params, dtype, progress or verbose
+        predictor, image_rgb, params, dtype, progress or verbose, encoder_dtype=enc_dtype
     )
     t0 = time.perf_counter()
     h, w = data.image_size

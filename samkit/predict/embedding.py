@@ -18,6 +18,7 @@ from ..models import Sam
 from ..models.sam2 import Sam2
 from .precision import autocast
 from .sam_predictor import SamPredictor
+from .threads import cpu_policy
 from .transforms import resize_longest_side
 
 
@@ -111,8 +112,9 @@ def encode_images(
         t = torch.from_numpy(resized).to(device).permute(2, 0, 1).contiguous()[None]
         batch.append(model.preprocess(t))
         sizes.append(((image.shape[0], image.shape[1]), (resized.shape[0], resized.shape[1])))
-    with autocast(device, dtype):
+    with cpu_policy("encoder", device), autocast(device, dtype):
         features = model.image_encoder(torch.cat(batch))
+    features = features.float()  # fp32 embeddings whatever the encoder's precision
     return [
         Embedding(features[i : i + 1].clone() if len(batch) > 1 else features, orig, inp)
         for i, (orig, inp) in enumerate(sizes)

@@ -1,10 +1,26 @@
-"""Numeric precision of the image encoder: ``"fp32"``, ``"bf16"`` or ``"auto"``.
+"""Numeric precision per part of the model: ``"fp32"``, ``"bf16"`` or ``"auto"``.
 
-``"fp32"`` is the reference path (the parity fixtures hold for it). ``"bf16"`` runs the encoder
+``"fp32"`` is the reference path (the parity fixtures hold for it). ``"bf16"`` runs a part
 under ``torch.autocast``: matrix products, convolutions and attention in bfloat16; the residual
-stream, LayerNorm and softmax statistics and the output embedding stay fp32. ``"auto"`` picks
-bf16 where the hardware computes it natively (x86 AVX512-BF16 / AMX, Arm BF16, CUDA with bf16)
-and fp32 elsewhere: on CPUs without those instructions bf16 is emulated and much slower.
+stream, LayerNorm and softmax statistics and the output embedding stay fp32.
+
+Three parts are chosen separately (:class:`PartPrecision`): the image ``encoder``, the
+``prompt_decoder`` (boxes and clicks after ``set_image``) and the ``everything_decoder`` (the
+point grid of segment-everything). ``"auto"`` picks, per part, what is faster on the device:
+
+* encoder: bf16 where the hardware computes it natively (x86 AVX512-BF16 / AMX, Arm BF16, CUDA
+  with bf16), else fp32 (emulated bf16 is ~10x slower). Its large products (ViT-B: ~0.97 TFLOP
+  per image, matrices of 4096 x 768 and more) run at the bf16 rate.
+* prompt decoder: fp32 everywhere. A prompt costs ~0.2-0.8 GFLOP in products of 1-7 tokens
+  against 4096 image tokens (256 channels, 16 per head): too small for bf16 units to pay for
+  the casts, and the exact fp32 fast decoder (:mod:`samkit.predict.fast_decode`) is fp32 only; under
+  bf16 a box took 2-4x longer than in fp32 on a Zen 4 with native bf16 (issue 22).
+* everything decoder: bf16 on CPUs with native bf16 (64 points per pass share one cast of the
+  image tokens, and the output upscaling of the passing masks is a convolution-sized product),
+  else fp32. ``benchmarks/bench_precision.py`` times every part in both precisions.
+
+A mapping (or :class:`PartPrecision`) sets the parts one by one, e.g.
+``{"encoder": "bf16", "prompt_decoder": "fp32"}`` (parts left out are ``"auto"``).
 """
 
 from __future__ import annotations
@@ -12,14 +28,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..errors import SamkitError
 
 PRECISIONS = ("fp32", "bf16", "auto")
+PARTS = ("encoder", "prompt_decoder", "everything_decoder")
 
 # /proc/cpuinfo flags that mean native bf16 arithmetic (x86 AVX512-BF16 / AMX, Arm BF16).
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
@@ -65,11 +84,14 @@ def device_has_native_bf16(device: torch.device | str) -> bool:
 
 
 def resolve_precision(precision: str | None, device: torch.device | str = "cpu") -> str:
-    """``"fp32"`` or ``"bf16"`` for a requested precision on ``device`` (None means fp32).
+    """The image encoder's ``"fp32"`` or ``"bf16"`` for a requested precision on ``device``
+    (None means fp32; a per-part mapping gives its encoder part).
 
     ``"auto"`` means bf16 where the device computes it natively, else fp32. An explicit
     ``"bf16"`` on a device without native bf16 is honoured with a :class:`SlowPrecisionWarning`.
     """
+    if isinstance(precision, (Mapping, PartPrecision)):
+        return resolve_parts(precision, device).encoder
     precision = "fp32" if precision is None else str(precision).lower()
     if precision not in PRECISIONS:
         raise SamkitError(
@@ -86,6 +108,86 @@ def resolve_precision(precision: str | None, device: torch.device | str = "cpu")
             stacklevel=2,
         )
     return precision
+
+
+@dataclass(frozen=True)
+class PartPrecision:
+    """Resolved precision (``"fp32"`` or ``"bf16"``) of each part of the model."""
+
+    encoder: str = "fp32"
+    prompt_decoder: str = "fp32"
+    everything_decoder: str = "fp32"
+
+    def dtype(self, part: str) -> torch.dtype:
+        """The torch dtype of ``part`` (one of :data:`PARTS`)."""
+        return dtype_of(getattr(self, part))
+
+    def __str__(self) -> str:
+        values = {getattr(self, p) for p in PARTS}
+        if len(values) == 1:
+            return values.pop()
+        return ", ".join(f"{p}={getattr(self, p)}" for p in PARTS)
+
+
+def auto_part(part: str, device: torch.device | str = "cpu") -> str:
+    """What ``"auto"`` means for ``part`` on ``device`` (the rule in the module docstring)."""
+    if part not in PARTS:
+        raise SamkitError(f"unknown model part {part!r}; parts are {', '.join(PARTS)}")
+    if not device_has_native_bf16(device):
+        return "fp32"
+    if part == "encoder":
+        return "bf16"
+    if part == "everything_decoder":
+        return "bf16" if torch.device(device).type == "cpu" else "fp32"
+    return "fp32"
+
+
+def resolve_parts(precision: Any, device: torch.device | str = "cpu") -> PartPrecision:
+    """Per-part precision of a request: ``"fp32"`` / ``"bf16"`` (every part), ``"auto"`` (each
+    part by :func:`auto_part`), None (fp32 everywhere), a mapping part -> precision (missing
+    parts ``"auto"``), or a :class:`PartPrecision` (returned as is).
+
+    An explicit bf16 on a device without native bf16 warns (:class:`SlowPrecisionWarning`).
+    """
+    if isinstance(precision, PartPrecision):
+        return precision
+    if precision is None:
+        return PartPrecision()
+    if isinstance(precision, Mapping):
+        unknown = sorted(set(precision) - set(PARTS))
+        if unknown:
+            raise SamkitError(
+                f"unknown model part(s) {', '.join(map(repr, unknown))} in precision; parts "
+                f"are {', '.join(PARTS)}"
+            )
+        wanted = {p: precision.get(p, "auto") for p in PARTS}
+    else:
+        wanted = dict.fromkeys(PARTS, precision)
+    asked = {part: _check(value) for part, value in wanted.items()}
+    if "bf16" in asked.values():
+        _warn_if_emulated(device)
+    return PartPrecision(
+        **{part: auto_part(part, device) if p == "auto" else p for part, p in asked.items()}
+    )
+
+
+def _check(precision: Any) -> str:
+    p = str(precision).lower()
+    if p not in PRECISIONS:
+        raise SamkitError(
+            f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}"
+        )
+    return p
+
+
+def _warn_if_emulated(device: torch.device | str) -> None:
+    if not device_has_native_bf16(device):
+        warnings.warn(
+            f"bf16 was requested but {torch.device(device)} has no native bf16 arithmetic; it is "
+            "emulated and slower than fp32 here (use precision='auto' or 'fp32')",
+            SlowPrecisionWarning,
+            stacklevel=3,
+        )
 
 
 @contextlib.contextmanager

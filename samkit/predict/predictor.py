@@ -25,11 +25,12 @@ from .base import ResultsPredictMixin
 from .decode import DEFAULT_CHUNK_SIZE, decode_prompts
 from .device import resolve_device
 from .embedding import Embedding, EmbeddingCache, attach, encode_images, image_key
-from .precision import autocast, dtype_of, resolve_precision
+from .precision import autocast, resolve_parts
 from .prompt_checks import ObjectPrompt
 from .prompts import Prompts
 from .sam2_predictor import Sam2Predictor
 from .sam_predictor import SamPredictor
+from .threads import cpu_policy
 
 
 class Predictor(ResultsPredictMixin):
@@ -38,7 +39,9 @@ class Predictor(ResultsPredictMixin):
     Args:
         model: a :class:`~samkit.SAM` or a :class:`~samkit.models.Sam` module.
         device: "cpu", "cuda", "cuda:N", "mps" or None (keep the model where it is).
-        precision: "fp32", "bf16" or "auto" (bf16 on CPUs with native bf16, else fp32).
+        precision: "fp32", "bf16", "auto" (per part: the encoder in bf16 where the device
+            computes it natively, prompt decoding in fp32; see :mod:`samkit.predict.precision`), or a
+            mapping part -> precision.
         image_format: channel order of NumPy images ("BGR" default, or "RGB").
         cache: an :class:`EmbeddingCache` to share (a SAM model passes its own).
         chunk_size: prompts per decoder pass.
@@ -74,7 +77,10 @@ class Predictor(ResultsPredictMixin):
             sam.to(resolve_device(device))
         self.model = sam
         self.sam_predictor = Sam2Predictor(sam) if isinstance(sam, Sam2) else SamPredictor(sam)
-        self.dtype = dtype_of(resolve_precision(precision, sam.device))
+        self.precision = precision  # as requested (segment-everything resolves its own parts)
+        self.parts = resolve_parts(precision, sam.device)
+        self.dtype = self.parts.dtype("encoder")
+        self.decoder_dtype = self.parts.dtype("prompt_decoder")
         self.image_format = image_format
         self.cache = cache
         self.chunk_size = chunk_size
@@ -140,7 +146,8 @@ class Predictor(ResultsPredictMixin):
     def decode_fitted(self, fitted: Prompts, multimask_output: bool = False) -> Results:
         """Decode prompts already checked against the current image by ``fit_prompts``."""
         t0 = time.perf_counter()
-        with autocast(self.model.device, self.dtype):
+        dev = self.model.device
+        with cpu_policy("prompts", dev), autocast(dev, self.decoder_dtype):
             out = decode_prompts(
                 self.sam_predictor, fitted, multimask_output, self.chunk_size, self.defer_low_res
             )
@@ -158,5 +165,5 @@ class Predictor(ResultsPredictMixin):
     def _predict_checked(
         self, prompt: ObjectPrompt, multimask_output: bool, return_logits: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        with autocast(self.model.device, self.dtype):
+        with autocast(self.model.device, self.decoder_dtype):
             return self.sam_predictor._predict_checked(prompt, multimask_output, return_logits)

@@ -20,6 +20,7 @@ from .base import MetaPredictMixin
 from .fast_decode import PointDecoder, UpscaleRest
 from .precision import encode, resolve_precision
 from .prompt_checks import ObjectPrompt, check_image
+from .threads import cpu_policy
 from .transforms import resize_longest_side, scale_boxes, scale_coords
 
 
@@ -39,11 +40,11 @@ class SamPredictor(MetaPredictMixin):
     """Computes the image embedding once (:meth:`set_image`) and answers prompts against it.
 
     ``precision`` of the image encoder: ``"fp32"`` (the reference, default), ``"bf16"``, or
-    ``"auto"`` (bf16 where the device computes it natively); see :mod:`samkit.precision`.
+    ``"auto"`` (bf16 where the device computes it natively); see :mod:`samkit.predict.precision`.
     Prompt encoding and mask decoding always run in fp32.
 
     ``fast_decoder=True`` (default) decodes prompts without a mask input through
-    :class:`~samkit.fast_decode.PointDecoder`, which computes the image side of the first
+    :class:`~samkit.predict.fast_decode.PointDecoder`, which computes the image side of the first
     decoder block once per image and re-associates the attention products: the module
     decoder's values up to float rounding (logits ~1e-6 relative), 3-4x less work per prompt.
     ``False`` runs Meta's module decoder for every call.
@@ -92,8 +93,10 @@ class SamPredictor(MetaPredictMixin):
             )
         self.reset_image()
         x = self.model.preprocess(transformed_image.to(self.device))
+        with cpu_policy("encoder", self.device):
+            features = encode(self.model.image_encoder, x, self.precision)
         self._hold_embedding(
-            encode(self.model.image_encoder, x, self.precision),
+            features,
             (int(original_image_size[0]), int(original_image_size[1])),
             (int(transformed_image.shape[-2]), int(transformed_image.shape[-1])),
         )
@@ -118,7 +121,8 @@ class SamPredictor(MetaPredictMixin):
         for start in range(0, len(inputs), batch_size):
             chunk = inputs[start : start + batch_size]
             x = torch.cat([self.model.preprocess(t.to(self.device)) for t, _ in chunk])
-            features = encode(self.model.image_encoder, x, self.precision)
+            with cpu_policy("encoder", self.device):
+                features = encode(self.model.image_encoder, x, self.precision)
             for j, (t, size) in enumerate(chunk):
                 out.append(
                     ImageEmbedding(
@@ -133,7 +137,7 @@ class SamPredictor(MetaPredictMixin):
         """Make an embedding from :meth:`encode_images` the current image.
 
         Anything with ``features``, ``original_size`` and ``input_size`` will do (such as
-        :class:`samkit.embeddings.Embedding`).
+        :class:`samkit.predict.embedding.Embedding`).
         """
         self.reset_image()
         self._hold_embedding(
@@ -199,10 +203,13 @@ class SamPredictor(MetaPredictMixin):
             ``(masks B x C x H x W, iou B x C, low_res_logits B x C x 256 x 256)``.
         """
         self._require_image()
-        low_res, iou = self.decode(point_coords, point_labels, boxes, mask_input, multimask_output)
-        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
-        if not return_logits:
-            masks = masks > self.model.mask_threshold
+        with cpu_policy("prompts", self.device):
+            low_res, iou = self.decode(
+                point_coords, point_labels, boxes, mask_input, multimask_output
+            )
+            masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
+            if not return_logits:
+                masks = masks > self.model.mask_threshold
         return masks, iou, low_res
 
     @torch.inference_mode()
@@ -276,7 +283,7 @@ class SamPredictor(MetaPredictMixin):
         )
 
     def _shared_decoder(self) -> PointDecoder:
-        """The :class:`~samkit.fast_decode.PointDecoder` holding this image's shared work."""
+        """The :class:`~samkit.predict.fast_decode.PointDecoder` holding this image's shared work."""
         cached = getattr(self, "_point_decoder", None)
         if cached is None or cached[0] is not self.features:
             decoder = PointDecoder(self.model)

@@ -1,7 +1,23 @@
-"""Process-wide CPU settings for fast inference: thread count and glibc's large-block policy.
+"""CPU policy for heavy work: threads that do not collapse on shared cores, and glibc's
+large-block policy.
 
-Opt-in (call :func:`configure_cpu` once, early): both settings affect the whole process, so a
-library must not change them behind an application's back. The CLI and the benchmarks call it.
+Applied where samkit runs heavy work on the CPU (the image encoder, prompt decoding,
+segment-everything: :func:`cpu_policy`), unless ``SAMKIT_CPU_POLICY=off``:
+
+* **Waiting**: OpenMP threads that wait at a barrier sleep instead of spinning
+  (``OMP_WAIT_POLICY=PASSIVE``, set by ``import samkit`` when torch is not imported yet and the
+  variable is not set; libgomp reads it once, when torch loads). With spinning, a thread that
+  waits for a descheduled sibling burns the core the sibling needs: with another busy process
+  on a 2-core machine a box prompt took ~1,000-1,260 ms with 2 threads, ~180-190 ms with
+  passive waiting and ~135-170 ms with 1 thread.
+* **Threads**: each heavy call runs with ``min(threads set, usable cores - other runnable
+  tasks)`` torch threads (at least 1), restored afterwards; other runnable tasks are read from
+  ``/proc/stat`` (``procs_running`` less this process's running threads) right before the call.
+  On a quiet machine nothing changes.
+* **Allocator**: at the first heavy call, glibc malloc is told to reuse freed large blocks
+  (:func:`keep_freed_memory`), once per process.
+
+:func:`configure_cpu` remains for applications that want to set the thread count themselves.
 
 Why the allocator matters: glibc serves blocks above ``M_MMAP_THRESHOLD`` (at most 32 MiB) with
 fresh ``mmap`` pages and unmaps them on free, so every large activation (a ViT-B MLP output is
@@ -13,13 +29,19 @@ its peak heap mapped (RSS does not shrink after a big image).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
+
+POLICY_ENV = "SAMKIT_CPU_POLICY"  # "off": samkit changes no threads, waiting or allocator
+_state: dict[str, Any] = {"malloc": None, "last": None}
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -86,3 +108,90 @@ def configure_cpu(threads: int | None = None, reuse_memory: bool = True) -> dict
     torch.set_num_threads(n)
     reused = keep_freed_memory() if reuse_memory else False
     return {"threads": n, "reuse_memory": reused}
+
+
+def policy_enabled() -> bool:
+    """False when ``SAMKIT_CPU_POLICY`` is ``off`` (or ``0`` / ``false`` / ``no``)."""
+    return os.environ.get(POLICY_ENV, "auto").strip().lower() not in ("off", "0", "false", "no")
+
+
+def _procs_running() -> int | None:
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("procs_running"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _own_running_threads() -> int:
+    n = 0
+    try:
+        for task in os.scandir("/proc/self/task"):
+            try:
+                stat = Path(task.path, "stat").read_text()
+            except OSError:
+                continue
+            if stat[stat.rfind(")") + 2 :].startswith("R"):
+                n += 1
+    except OSError:
+        return 1
+    return max(1, n)
+
+
+def other_runnable_tasks(samples: int = 3) -> int:
+    """Runnable tasks of other processes right now (the least of ``samples`` readings), 0 if
+    unknown."""
+    seen = []
+    for _ in range(samples):
+        total = _procs_running()
+        if total is None:
+            return 0
+        seen.append(max(0, total - _own_running_threads()))
+    return min(seen)
+
+
+def threads_for_now(ceiling: int | None = None) -> int:
+    """Torch threads for a heavy call starting now: ``ceiling`` (default: the current setting)
+    less the cores other processes are using, at least 1."""
+    ceiling = torch.get_num_threads() if ceiling is None else int(ceiling)
+    free = usable_cores() - other_runnable_tasks()
+    return max(1, min(ceiling, free))
+
+
+@contextlib.contextmanager
+def cpu_policy(kind: str = "work", device: torch.device | str = "cpu") -> Iterator[int]:
+    """Run a heavy CPU call (``kind``: "encoder", "prompts", "everything", for the record) under
+    samkit's policy: malloc reuse (once) and a load-adapted thread count, restored afterwards.
+
+    Yields the thread count used. Does nothing for other devices or with the policy off.
+    """
+    before = torch.get_num_threads()
+    if torch.device(device).type != "cpu" or not policy_enabled():
+        yield before
+        return
+    if _state["malloc"] is None:
+        _state["malloc"] = keep_freed_memory()
+    n = threads_for_now(before)
+    _state["last"] = {"kind": kind, "threads": n, "threads_set": before}
+    if n == before:
+        yield n
+        return
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
+def describe_policy() -> dict[str, Any]:
+    """What the policy does in this process (for benchmark records)."""
+    return {
+        "enabled": policy_enabled(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "wait_policy_set_by_samkit": os.environ.get("SAMKIT_SET_OMP_WAIT_POLICY") == "1",
+        "malloc_reuse": _state["malloc"],
+        "last_call": _state["last"],
+        "other_runnable_tasks_now": other_runnable_tasks(),
+    }
