@@ -104,6 +104,11 @@ def auto_annotate(
     precision: str = "fp32",
     progress: bool = True,
     tile: int | bool | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    ray_actors: int | None = None,
+    ray_gpus: float = 0.0,
+    ray_threads: int = 1,
 ) -> AnnotateSummary:
     """Segment every box of every image in ``data`` with SAM and write a segmentation dataset.
 
@@ -134,12 +139,18 @@ def auto_annotate(
         progress: show a progress bar.
         tile: decode each box in a native-resolution window of this many pixels (True: the
             model's input size) instead of on the whole image downscaled; for large images.
+        engine: "local" (this process) or "ray": a Ray Data pipeline whose actors each load the
+            model once (:mod:`samkit.annotate.ray_engine`, extra ``ray``); same files, byte for
+            byte. ``ray_address``: a running cluster ("auto", "ray://head:10001", ...), default a
+            local one; ``ray_actors``: actors (default: one per ``ray_threads`` CPUs, or per
+            GPU); ``ray_gpus``: GPUs per actor; ``ray_threads``: torch threads (CPUs) per actor.
 
     Returns:
         An :class:`AnnotateSummary`; per-image failures are also logged to ``samkit.annotate``.
     """
     start = time.perf_counter()
     fmt = _choice("format", format, ("yolo", "coco"))
+    _choice("engine", engine, ("local", "ray"))
     _choice("segmentation", segmentation, ("rle", "polygon"))
     _choice("parts", parts, ("merge", "split", "largest"))
     data = Path(data).expanduser()
@@ -177,7 +188,13 @@ def auto_annotate(
     summary = AnnotateSummary(output_dir=out, format=fmt, images=len(images))
     try:
         todo = _plan(writer, images, overwrite, summary, root)
-        if todo:
+        if todo and engine == "ray":
+            from .ray_engine import RayOptions, run_ray
+
+            opts = RayOptions(ray_address, ray_actors, ray_gpus, ray_threads)
+            run_ray(todo, root, source, keep, sam_model, precision, device, writer, summary,
+                    progress, tile, opts)  # fmt: skip
+        elif todo:
             sam = _load_sam(sam_model, device)
             predictor = _predictor(sam, precision)
             _run(todo, root, source, keep, predictor, writer, summary, progress, tile)
@@ -202,25 +219,44 @@ def _run(todo, root, source, keep, predictor, writer, summary, progress, tile=No
 
     to_output = source.to_output_ids if summary.format == "yolo" else None
     for rel in tqdm(todo, desc="auto_annotate", unit="img", disable=not progress):
-        path = root / rel
         try:
-            image = read_image(path)
-            dets = source(rel, image)
-            if keep is not None:
-                dets = dets.select(np.isin(dets.class_ids, list(keep)))
-            objects = segment_detections(predictor, image, dets, tile)
-            if to_output is not None:
-                objects = _remap(objects, to_output)
-            written, dropped = writer.write(rel, image.shape[:2], objects)
+            written, dropped = annotate_image(
+                rel, root, source, keep, predictor, writer, to_output, tile
+            )
         except Exception as exc:  # isolate the image; KeyboardInterrupt etc. still stop the run
-            reason = str(exc) if isinstance(exc, SamkitError) else f"{type(exc).__name__}: {exc}"
-            logger.warning("auto_annotate: %s failed: %s", path, reason)
-            summary.failures.append(AnnotateFailure(path, reason))
+            record_failure(summary, root / rel, exc)
             continue
-        summary.annotated += 1
-        summary.objects += written
-        summary.dropped += dropped
-        summary.empty += written == 0
+        record_success(summary, written, dropped)
+
+
+def annotate_image(rel, root, source, keep, predictor, writer, to_output, tile) -> tuple[int, int]:
+    """Read one image, get its boxes, segment them and write its result file (atomically);
+    returns ``(objects written, objects dropped)``. The one per-image step of every engine."""
+    image = read_image(root / rel)
+    dets = source(rel, image)
+    if keep is not None:
+        dets = dets.select(np.isin(dets.class_ids, list(keep)))
+    objects = segment_detections(predictor, image, dets, tile)
+    if to_output is not None:
+        objects = _remap(objects, to_output)
+    return writer.write(rel, image.shape[:2], objects)
+
+
+def failure_reason(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, SamkitError) else f"{type(exc).__name__}: {exc}"
+
+
+def record_failure(summary: AnnotateSummary, path: Path, exc: BaseException | str) -> None:
+    reason = exc if isinstance(exc, str) else failure_reason(exc)
+    logger.warning("auto_annotate: %s failed: %s", path, reason)
+    summary.failures.append(AnnotateFailure(path, reason))
+
+
+def record_success(summary: AnnotateSummary, written: int, dropped: int) -> None:
+    summary.annotated += 1
+    summary.objects += written
+    summary.dropped += dropped
+    summary.empty += written == 0
 
 
 def segment_detections(

@@ -134,14 +134,13 @@ def run_predict(args: dict[str, Any]) -> int:
         vid_stride=args["vid_stride"],
         **call_kwargs,
     )
-    safe_subdir(save_dir, "")  # OutputError naming the folder if it cannot be made
     records, used = [], set()
     n_images = n_masks = 0
     t0 = time.perf_counter()
     # the run directory is made when there is something to write: a failed run leaves none
     bar = tqdm(stream, desc="samkit predict", unit="img", file=sys.stderr, disable=None)
     for result in bar:
-        save_dir.mkdir(parents=True, exist_ok=True)
+        safe_subdir(save_dir, "")  # OutputError naming the folder if it cannot be made
         stem = _unique_stem(result, used)
         if args["save"]:
             result.save(save_dir / f"{stem}.png")
@@ -164,7 +163,7 @@ def run_predict(args: dict[str, Any]) -> int:
         "images": records,
         "skipped": skipped,
     }
-    save_dir.mkdir(parents=True, exist_ok=True)
+    safe_subdir(save_dir, "")
     _atomic_text(save_dir / "results.json", json.dumps(summary))
     for e in skipped:
         print(f"samkit predict: skipped {e['path']}: {e['reason']}", file=sys.stderr)
@@ -236,6 +235,17 @@ ANNOTATE_ARGS = [
     ),
     Arg("overwrite", False, "redo images that already have labels (default: resume)", "bool"),
     Arg("recursive", False, "include images in subfolders", "bool"),
+    Arg(
+        "engine",
+        "local",
+        "local (this process) or ray (a Ray Data pipeline; needs samkit[ray])",
+        "choice",
+        ("local", "ray"),
+    ),
+    Arg("ray_address", None, "engine=ray: cluster to join (default: start a local one)", "str"),
+    Arg("ray_actors", None, "engine=ray: model actors (default: one per ray_threads CPUs)", "int"),
+    Arg("ray_gpus", 0.0, "engine=ray: GPUs per actor", "float"),
+    Arg("ray_threads", 1, "engine=ray: torch threads (and Ray CPUs) per actor", "int"),
 ]
 
 
