@@ -151,8 +151,8 @@ def test_ray_engine_resumes_after_the_driver_is_killed(dataset, ray_address, one
     out = tmp_path / "ray"
     script = (
         "import samkit, sys; samkit.auto_annotate(sys.argv[1], labels=sys.argv[2], "
-        "sam_model='samkit-demo', output_dir=sys.argv[3], names=%r, engine='ray', "
-        "ray_address=sys.argv[4], ray_actors=2, progress=False)" % NAMES
+        f"sam_model='samkit-demo', output_dir=sys.argv[3], names={NAMES!r}, engine='ray', "
+        "ray_address=sys.argv[4], ray_actors=2, progress=False)"
     )
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
