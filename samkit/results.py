@@ -11,7 +11,6 @@ import abc
 import json
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -21,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .data.atomic import atomic_write
 from .errors import ImageError
 from .ops.polygons import mask_to_polygons, merge_polygons, normalize_polygon
 from .ops.rle import encode_coco_rle
@@ -42,19 +42,6 @@ def masks_to_boxes_np(masks: np.ndarray) -> np.ndarray:
     out[:, 3] = h - 1 - rows[:, ::-1].argmax(axis=1)
     out[~nonempty] = 0
     return out
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _encode_image(image_bgr: np.ndarray, suffix: str) -> bytes:
@@ -287,7 +274,7 @@ class Results:
         dest = Path(path) if path is not None else Path(f"results_{_safe_stem(self.path)}.png")
         suffix = dest.suffix.lower() or ".png"
         image = self.plot(**plot_kwargs, image_format="BGR")
-        _atomic_write(dest, _encode_image(image, suffix))
+        atomic_write(dest, _encode_image(image, suffix))
         return dest
 
     def save_masks(self, directory: str | os.PathLike, prefix: str | None = None) -> list[Path]:
@@ -303,7 +290,7 @@ class Results:
         paths = []
         for i, m in enumerate(self.masks):
             dest = out_dir / f"{name}_{i}.png"
-            _atomic_write(dest, _encode_image(m.astype(np.uint8) * 255, ".png"))
+            atomic_write(dest, _encode_image(m.astype(np.uint8) * 255, ".png"))
             paths.append(dest)
         return paths
 

@@ -9,7 +9,6 @@ does the new images); the final JSON is assembled from them at the end of every 
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..data.atomic import atomic_write
 from ..errors import SamkitError
 from ..ops import encode_coco_rle, mask_to_polygons, merge_polygons, normalize_polygon
 from .labels import data_yaml_text, names_list
@@ -30,7 +30,6 @@ logger = logging.getLogger("samkit.annotate")
 
 WORK_DIR = ".samkit_annotate"
 COCO_FILE = "annotations.json"
-_counter = itertools.count()
 
 
 @dataclass
@@ -42,23 +41,6 @@ class SegmentedObject:
     score: float
     predicted_iou: float
     mask: np.ndarray | None
-
-
-def atomic_write(path: Path, data: str, tmp_dir: Path) -> None:
-    """Write ``data`` (UTF-8) to ``path`` via a synced temporary file in ``tmp_dir`` + rename."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir / f"{os.getpid()}-{next(_counter)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # umask applies
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class _Writer:
@@ -127,7 +109,9 @@ class YoloWriter(_Writer):
             written += bool(new)
             dropped += not new
             lines += new
-        atomic_write(self.result_path(rel), "".join(line + "\n" for line in lines), self.tmp_dir)
+        atomic_write(
+            self.result_path(rel), "".join(line + "\n" for line in lines), tmp_dir=self.tmp_dir
+        )
         return written, dropped
 
     def finish(self, images_root: Path, names: dict[int, str] | None) -> None:
@@ -136,8 +120,10 @@ class YoloWriter(_Writer):
             logger.info("class names unknown: no data.yaml written (pass names= to get one)")
             return
         text = "".join(n + "\n" for n in names_list(names))
-        atomic_write(self.out_dir / "classes.txt", text, self.tmp_dir)
-        atomic_write(self.out_dir / "data.yaml", data_yaml_text(images_root, names), self.tmp_dir)
+        atomic_write(self.out_dir / "classes.txt", text, tmp_dir=self.tmp_dir)
+        atomic_write(
+            self.out_dir / "data.yaml", data_yaml_text(images_root, names), tmp_dir=self.tmp_dir
+        )
 
 
 def yolo_lines(obj: SegmentedObject, size: tuple[int, int], parts: str = "merge") -> list[str]:
@@ -188,7 +174,7 @@ class CocoWriter(_Writer):
             else:
                 anns.append(ann)
         record = {"file_name": rel.as_posix(), "height": size[0], "width": size[1], "objects": anns}
-        atomic_write(self.result_path(rel), json.dumps(record), self.tmp_dir)
+        atomic_write(self.result_path(rel), json.dumps(record), tmp_dir=self.tmp_dir)
         return len(anns), dropped
 
     def finish(
@@ -234,7 +220,7 @@ class CocoWriter(_Writer):
             "annotations": annotations,
             "categories": categories,
         }
-        atomic_write(self.file, json.dumps(dataset), self.tmp_dir)
+        atomic_write(self.file, json.dumps(dataset), tmp_dir=self.tmp_dir)
 
 
 def coco_annotation(obj: SegmentedObject, segmentation: str = "rle") -> dict | None:

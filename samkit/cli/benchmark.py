@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.atomic import atomic_write
 from ..errors import SamkitError
 from ..predict.threads import configure_cpu, usable_cores
 
@@ -394,10 +395,7 @@ def run_benchmarks(
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
 # -- report ------------------------------------------------------------------------------------

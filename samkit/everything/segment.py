@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from ..errors import SamkitError
+from ..predict.precision import resolve_dtype
 from ..predict.sam_predictor import SamPredictor
 from .engine import AmgParams, generate_mask_set
 
@@ -47,39 +46,6 @@ class EverythingOutput:
 
     def __len__(self) -> int:
         return len(self.scores)
-
-
-def _autocast_dtype(device_type: str) -> torch.dtype | None:
-    """The dtype of an active ``torch.autocast`` on ``device_type``, else None."""
-    try:
-        if torch.is_autocast_enabled(device_type):
-            return torch.get_autocast_dtype(device_type)
-    except TypeError:  # torch < 2.4
-        if device_type == "cpu" and torch.is_autocast_cpu_enabled():
-            return torch.get_autocast_cpu_dtype()
-    return None
-
-
-def resolve_dtype(precision: str | None, device: torch.device) -> torch.dtype:
-    """``precision`` ("fp32", "bf16", "auto" or None) -> compute dtype.
-
-    None follows an active ``torch.autocast`` context (bf16 if it autocasts to bf16), else
-    fp32. "auto" picks bf16 only on CPUs with native bf16 instructions (AVX512-BF16 / AMX).
-    """
-    if precision is None:
-        return torch.bfloat16 if _autocast_dtype(device.type) == torch.bfloat16 else torch.float32
-    p = str(precision).lower()
-    if p == "fp32":
-        return torch.float32
-    if p == "bf16":
-        return torch.bfloat16
-    if p == "auto":
-        if device.type != "cpu":
-            return torch.float32
-        native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-        return torch.bfloat16 if native or amx else torch.float32
-    raise SamkitError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
 
 
 def segment_everything(
