@@ -43,12 +43,6 @@ def masks_to_boxes_np(masks: np.ndarray) -> np.ndarray:
     return out
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    # a short temporary name (a long output name must not overflow the 255-byte limit), and an
-    # OSError (read-only folder, full disk) reported as OutputError naming ``path``
-    write_atomic(path, data)
-
-
 def _encode_image(image_bgr: np.ndarray, suffix: str) -> bytes:
     try:
         ok, buf = cv2.imencode(suffix, image_bgr)
@@ -290,7 +284,7 @@ class Results:
         dest = Path(path) if path is not None else Path(f"results_{_safe_stem(self.path)}.png")
         suffix = dest.suffix.lower() or ".png"
         image = self.plot(**plot_kwargs, image_format="BGR")
-        _atomic_write(dest, _encode_image(image, suffix))
+        write_atomic(dest, _encode_image(image, suffix))
         return dest
 
     def save_masks(self, directory: str | os.PathLike, prefix: str | None = None) -> list[Path]:
@@ -306,7 +300,7 @@ class Results:
         paths = []
         for i, m in enumerate(self.masks):
             dest = out_dir / f"{name}_{i}.png"
-            _atomic_write(dest, _encode_image(m.astype(np.uint8) * 255, ".png"))
+            write_atomic(dest, _encode_image(m.astype(np.uint8) * 255, ".png"))
             paths.append(dest)
         return paths
 

@@ -22,12 +22,15 @@ import contextlib
 import hashlib
 import os
 import re
+import secrets
 import stat
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 from .errors import OutputError
 
@@ -140,29 +143,45 @@ def _why(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def write_atomic(
-    path: Path, data: bytes | str, *, root: Path | None = None, tmp_dir: Path | None = None
-) -> None:
-    """Write ``data`` to ``path`` through a synced temporary file and a rename.
+@contextlib.contextmanager
+def atomic_output(
+    path: str | os.PathLike,
+    mode: str = "wb",
+    *,
+    root: Path | None = None,
+    tmp_dir: str | os.PathLike | None = None,
+    encoding: str | None = None,
+) -> Iterator[IO[Any]]:
+    """Open a temporary file for writing; on a clean exit it is synced and renamed to ``path``.
 
-    ``root``: the output folder ``path`` must stay in (links below it are refused). The
-    temporary file (short, unique name) is made in ``tmp_dir`` or ``path``'s folder. An
-    ``OSError`` becomes :class:`OutputError` naming ``path`` and the reason.
+    The one atomic write of samkit: readers see the old file or the whole new one, never a part.
+    The temporary file has a short unique name (a long ``path`` name cannot overflow the 255-byte
+    limit), is created exclusively without following links, with mode ``0o666`` less the umask,
+    in ``tmp_dir`` (same file system as ``path``) or ``path``'s folder. ``root``: the output
+    folder ``path`` must stay in (links below it are refused). On any exception the temporary
+    file is removed and ``path`` is left as it was; an ``OSError`` becomes
+    :class:`OutputError` naming ``path``. ``mode``: ``"wb"`` or ``"w"`` (UTF-8, ``\\n``).
     """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
     if root is not None:
         check_inside(Path(root), path)
         safe_subdir(Path(root), path.parent.relative_to(root))
     folder = Path(tmp_dir) if tmp_dir is not None else path.parent
-    payload = data.encode("utf-8") if isinstance(data, str) else data
     tmp = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".samkit-{os.getpid()}-{time.monotonic_ns()}.tmp"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".samkit-{os.getpid()}-{secrets.token_hex(6)}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-        fd = os.open(tmp, flags, 0o666)  # umask applies
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+        fd = os.open(tmp, flags | getattr(os, "O_BINARY", 0), 0o666)  # umask applies
+        if mode == "w":
+            f = os.fdopen(fd, "w", encoding=encoding or "utf-8", newline="\n")
+        else:
+            f = os.fdopen(fd, "wb")
+        with f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -170,9 +189,24 @@ def write_atomic(
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
             raise OutputError(f"cannot write {path}: {_why(exc)}") from exc
         raise
+
+
+def write_atomic(
+    path: str | os.PathLike,
+    data: bytes | str,
+    *,
+    root: Path | None = None,
+    tmp_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` through :func:`atomic_output`."""
+    with atomic_output(
+        path, "w" if isinstance(data, str) else "wb", root=root, tmp_dir=tmp_dir
+    ) as f:
+        f.write(data)
+    return Path(path)
 
 
 # -- network ---------------------------------------------------------------------------------

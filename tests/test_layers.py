@@ -21,8 +21,8 @@ ROOT = Path(samkit.__file__).parent
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
     ("ops", "safeio", "supervision"),  # plain functions; safe file and URL I/O; sv conversion
-    ("models", "data", "results"),  # nn.Modules + InputSpec; image sources, datasets; Results
-    ("zoo",),  # encoder-kind registry, variants, checkpoints, downloads, seeded weights
+    ("models", "data"),  # nn.Modules + InputSpec; image sources and files, datasets
+    ("zoo", "results"),  # encoder-kind registry, variants, checkpoints, downloads; Results
     ("predict",),  # one image: geometry, prompts, hardware, the predictors, the decode path
     ("everything", "train", "export"),
     ("annotate",),  # may tile through everything/

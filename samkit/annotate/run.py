@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +23,10 @@ from ..data.files import list_images, read_image
 from ..errors import SamkitError
 from ..models.sam2 import Sam2
 from ..ops import clip_boxes
+from ..predict.decode import decode_groups
+from ..predict.device import resolve_device
+from ..predict.prompts import Prompts
 from ..predict.sam_predictor import SamPredictor
-from ..predict.transforms import scale_boxes
 from ..safeio import is_inside, same_file
 from .detectors import (
     BoxSource,
@@ -41,7 +42,6 @@ from .writers import COCO_FILE, CocoWriter, SegmentedObject, YoloWriter, names_t
 logger = logging.getLogger("samkit.annotate")
 
 DECODE_BATCH = 64  # boxes per mask-decoder call (all boxes of an image, unless more)
-UPSAMPLE_BATCH = 16  # masks upsampled to full resolution at once (bounds memory)
 
 
 @dataclass
@@ -266,9 +266,9 @@ def segment_detections(
 
     Boxes are clipped to the image; a box empty after clipping gets ``mask=None``. The image is
     encoded once and its boxes decoded together (in chunks of ``DECODE_BATCH``); masks are
-    produced lazily, ``UPSAMPLE_BATCH`` at a time, so memory stays bounded for many boxes.
+    produced lazily, a few at a time (``decode.UPSAMPLE_GROUP``), so memory stays bounded for many boxes.
     With ``tile`` each box is decoded in a native-resolution window around it
-    (:func:`samkit.tiling.predict_tiled`) instead of on the downscaled whole image.
+    (:func:`samkit.everything.tiling.predict_tiled`) instead of on the downscaled whole image.
     """
     h, w = image.shape[:2]
     boxes = clip_boxes(dets.boxes_xyxy, h, w)
@@ -300,26 +300,9 @@ def _box_masks(
 ) -> Iterator[tuple[np.ndarray, float]]:
     """``(H x W bool mask, predicted IoU)`` of SAM's single-mask output for each XYXY box."""
     predictor.set_image(image)
-    original, input_size = predictor.transform_sizes
-    model = predictor.model
-    # Same box transform as SamPredictor.predict: scaled in float64, then float32.
-    scaled = scale_boxes(np.asarray(boxes_xyxy, dtype=np.float64), original, input_size)
-    boxes_t = torch.as_tensor(scaled, dtype=torch.float32)
-    for start in range(0, len(boxes_t), DECODE_BATCH):
-        low_res, pred_iou = predictor.decode(
-            None, None, boxes_t[start : start + DECODE_BATCH], None, multimask_output=False
-        )
-        pred_iou = pred_iou[:, 0].float().cpu().tolist()
-        for k in range(0, len(low_res), UPSAMPLE_BATCH):
-            with torch.inference_mode():
-                part = low_res[k : k + UPSAMPLE_BATCH]
-                if isinstance(model, Sam2):  # one bilinear step to the original size
-                    up = model.postprocess_masks(part, original)
-                else:
-                    up = model.postprocess_masks(part, input_size, original)
-                masks = (up[:, 0] > model.mask_threshold).cpu().numpy()
-            for j, mask in enumerate(masks):
-                yield mask, pred_iou[k + j]
+    prompts = Prompts(n=len(boxes_xyxy), boxes=np.asarray(boxes_xyxy, dtype=np.float64))
+    for group in decode_groups(predictor, prompts, False, DECODE_BATCH):
+        yield from zip(group.masks.cpu().numpy(), group.scores.tolist())
 
 
 def _remap(objects: Iterator[SegmentedObject], ids: dict[int, int]) -> Iterator[SegmentedObject]:
@@ -479,23 +462,6 @@ def _plan(writer, images, overwrite, summary, root) -> list[PurePosixPath]:
     return todo
 
 
-def _torch_device(device: str | torch.device | None) -> torch.device | None:
-    """A torch device: "" or "auto" -> CUDA if available else CPU; "0" -> cuda:0; "cpu"..."""
-    if isinstance(device, torch.device):
-        return device
-    d = (device or "").strip().lower()
-    if d in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if re.fullmatch(r"\d+(,\d+)*", d):
-        return torch.device(f"cuda:{d.split(',')[0]}")
-    try:
-        return torch.device(d)
-    except RuntimeError as exc:
-        raise SamkitError(
-            f"unknown device {device!r} (use '', 'cpu', 'cuda', 'cuda:1', '0')"
-        ) from exc
-
-
 def _predictor(sam, precision):
     """The low-level predictor of a SAM (v1) or SAM 2 module."""
     if isinstance(sam, Sam2):
@@ -515,11 +481,11 @@ def _load_sam(sam_model: Any, device: str | torch.device | None):
         sam = sam_model
     elif isinstance(sam_model, (str, os.PathLike)):
         sam = build_sam(sam_model)[0]
-        return sam.to(_torch_device(device)).eval()
+        return sam.to(resolve_device(device or "auto")).eval()
     else:
         raise SamkitError(
             f"sam_model must be a checkpoint path or name, a SAM or a Sam, got {type(sam_model).__name__}"
         )
     if device:  # move a given model only when asked to
-        sam.to(_torch_device(device))
+        sam.to(resolve_device(device or "auto"))
     return sam.eval()

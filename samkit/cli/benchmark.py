@@ -38,6 +38,7 @@ import torch
 
 from ..errors import SamkitError
 from ..predict.threads import configure_cpu, usable_cores
+from ..safeio import write_atomic as atomic_write
 
 MODELS = ("sam_b", "sam_l", "sam_h", "mobile_sam")
 PRECISIONS = ("fp32", "bf16")
@@ -394,10 +395,7 @@ def run_benchmarks(
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
 # -- report ------------------------------------------------------------------------------------

@@ -32,9 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ImageError, SamkitError
+from ..errors import DatasetError
 from ..ops.polygons import polygons_to_mask
 from ..ops.rle import rle_to_mask
+from .files import read_image
+from .sources import IMAGE_SUFFIXES
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -48,12 +50,6 @@ __all__ = [
     "load_yolo",
     "rasterize_polygons",
 ]
-
-IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
-
-
-class DatasetError(SamkitError):
-    """A dataset description or annotation file cannot be used."""
 
 
 @dataclass
@@ -165,7 +161,7 @@ class SegDataset:
     def load(self, i: int) -> LoadedSample:
         """Read image ``i`` and rasterize its masks; raises :class:`ImageError` for a bad image."""
         s = self.samples[i]
-        image = read_rgb(s.image_path)
+        image = read_image(s.image_path)
         h, w = image.shape[:2]
         if s.height is not None and (s.height, s.width) != (h, w):
             raise DatasetError(
@@ -182,17 +178,6 @@ class SegDataset:
             f"SegDataset({self.source!r}: {len(self)} images, {self.num_instances} instances, "
             f"{len(self.names)} classes)"
         )
-
-
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """An image file as ``H x W x 3`` uint8 RGB (EXIF orientation applied)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return np.array(ImageOps.exif_transpose(im).convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise ImageError(f"{path}: cannot read the image ({e})") from None
 
 
 # ---------------------------------------------------------------------------------------------

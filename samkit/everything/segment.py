@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..predict.precision import resolve_parts
+from ..predict.precision import everything_dtypes
 from ..predict.sam_predictor import SamPredictor
 from .engine import AmgParams, generate_mask_set
 from .report import empty_reason, summary
@@ -58,34 +57,7 @@ class EverythingOutput:
         return len(self.scores)
 
 
-def _autocast_dtype(device_type: str) -> torch.dtype | None:
-    """The dtype of an active ``torch.autocast`` on ``device_type``, else None."""
-    try:
-        if torch.is_autocast_enabled(device_type):
-            return torch.get_autocast_dtype(device_type)
-    except TypeError:  # torch < 2.4
-        if device_type == "cpu" and torch.is_autocast_cpu_enabled():
-            return torch.get_autocast_cpu_dtype()
-    return None
-
-
-def everything_dtypes(precision: Any, device: torch.device) -> tuple[torch.dtype, torch.dtype]:
-    """``(encoder dtype, grid decoder dtype)`` of a segment-everything ``precision``.
-
-    ``precision``: "fp32", "bf16", "auto" (per part, :func:`samkit.predict.precision.resolve_parts`:
-    on CPUs with native bf16 both in bf16, else fp32), a mapping part -> precision, a
-    :class:`~samkit.predict.precision.PartPrecision`, or None: follow an active ``torch.autocast``
-    (bf16 for both if it autocasts to bf16), else fp32.
-    """
-    if precision is None:
-        bf16 = _autocast_dtype(device.type) == torch.bfloat16
-        dt = torch.bfloat16 if bf16 else torch.float32
-        return dt, dt
-    parts = resolve_parts(precision, device)
-    return parts.dtype("encoder"), parts.dtype("everything_decoder")
-
-
-def resolve_dtype(precision: Any, device: torch.device) -> torch.dtype:
+def resolve_dtype(precision: Any, device: Any) -> Any:
     """The grid decoder's dtype of ``precision`` (see :func:`everything_dtypes`)."""
     return everything_dtypes(precision, device)[1]
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .input_spec import InputSpec
 from .prompt_encoder import PromptEncoder
 from .sam2_decoder import Sam2MaskDecoder, select_masks
 from .sam2_neck import Sam2ImageEncoder
@@ -51,6 +52,20 @@ class Sam2(nn.Module):
     def image_size(self) -> int:
         """Side of the square model input (1024 for the official models)."""
         return int(self.image_encoder.img_size)
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """SAM 2's pre- and post-processing: square antialiased resize of 0-1 values, ImageNet
+        statistics, no padding, one direct bilinear upsample of the masks."""
+        return InputSpec(
+            image_size=self.image_size,
+            resize="square",
+            pixel_mean=tuple(float(v) for v in self.pixel_mean.flatten()),
+            pixel_std=tuple(float(v) for v in self.pixel_std.flatten()),
+            pixel_scale=1.0,
+            pad="none",
+            mask_upsample="direct",
+        )
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """``B x 3 x H x W`` RGB 0-255 (any dtype) -> ``B x 3 x S x S`` normalized float32.

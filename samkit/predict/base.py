@@ -48,9 +48,12 @@ class MetaPredictMixin:
         features: Any,
         original_size: tuple[int, int] | None,
         input_size: tuple[int, int] | None,
+        high_res_feats: Any = None,
     ) -> None:
-        """Make ``features`` of an ``original_size`` image the current one (None: no image)."""
+        """Make ``features`` of an ``original_size`` image the current one (None: no image);
+        ``high_res_feats``: the extra maps of encoders that have them (SAM 2), else None."""
         self.features = features
+        self.high_res_feats = high_res_feats
         self.original_size = original_size
         self.input_size = input_size
         self.is_image_set = features is not None

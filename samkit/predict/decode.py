@@ -12,29 +12,31 @@ the frame for a 16:9 image); the whole-frame ``low_res_logits`` are computed whe
 from __future__ import annotations
 
 import copy
-import math
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import PromptError
 from ..models import Sam
 from ..models.sam2 import Sam2
 from ..ops.boxes import masks_to_boxes_xyxy
+from ..ops.upsample import upsample_logits, upsample_region
 from ..results import DeferredRows
 from .fast_decode import PointDecoder, UpscaleRest, rest_block
 from .prompts import Prompts, binary_masks_to_logits
 from .sam2_predictor import LOW_RES_CLAMP, scale_points
-from .sam_predictor import SamPredictor
 from .transforms import scale_boxes, scale_coords
+
+if TYPE_CHECKING:
+    from .sam_predictor import SamPredictor
 
 #: Prompts per decoder forward pass (the decoder's activations grow linearly with it).
 DEFAULT_CHUNK_SIZE = 64
 #: Masks upsampled to full size together (bounds the float32 full-size logits in memory).
 UPSAMPLE_GROUP = 4
-
 
 #: Largest output of one decode call (bool masks + low-res logits), bytes. More prompts than
 #: fit are refused with a pointer to ``Predictor.stream`` (masks per chunk, bounded memory).
@@ -51,6 +53,18 @@ def check_result_size(masks: int, h: int, w: int, s: int, store_low_res: bool = 
             f"{MAX_RESULT_BYTES / 2**30:g} GiB): stream them per chunk with "
             "predictor.stream(bboxes=..., chunk=256), or pass fewer prompts per call"
         )
+
+
+@dataclass
+class DecodedGroup:
+    """Mask rows ``row .. row + k`` of a :func:`decode_groups` call: ``masks`` ``k x H x W``
+    (bool, or float32 logits), ``scores`` ``k`` predicted IoU, ``low_res`` ``k x s x s`` logits
+    (only the upsampled region of the frame when deferred)."""
+
+    row: int
+    masks: torch.Tensor
+    scores: np.ndarray
+    low_res: torch.Tensor
 
 
 @dataclass
@@ -177,40 +191,66 @@ def prompt_tensors(
     return coords, labels, boxes, mask_input
 
 
-def upsample_region(s: int, input_size: tuple[int, int], size: int) -> tuple[int, int]:
-    """``(rows, cols)`` of ``s x s`` low-res logits that :func:`upsample_logits` reads for an
-    image resized to ``input_size`` inside the ``size`` model input."""
-    if size % s:
-        raise ValueError(f"model input {size} is not a multiple of the low-res size {s}")
-    f = size // s
-    return min(s, math.ceil(input_size[0] / f) + 1), min(s, math.ceil(input_size[1] / f) + 1)
+def decode_groups(
+    predictor: SamPredictor,
+    prompts: Prompts,
+    multimask_output: bool = False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    *,
+    return_logits: bool = False,
+    defer: bool = False,
+    rests: list[UpscaleRest] | None = None,
+    parts: list[torch.Tensor] | None = None,
+) -> Iterator[DecodedGroup]:
+    """The prompt -> masks path: :class:`DecodedGroup` s of up to ``UPSAMPLE_GROUP`` mask rows.
 
+    Prompts (in original pixels) are scaled as ``SamPredictor.predict`` scales them and decoded
+    ``chunk_size`` at a time (the fast decoder where :meth:`SamPredictor.uses_fast_decoder`);
+    the low-res logits are upsampled by :func:`~samkit.ops.upsample.upsample_logits` as the
+    model's :class:`~samkit.models.InputSpec` says, a group at a time, so a caller that
+    consumes the groups keeps only ``UPSAMPLE_GROUP`` full-size masks in memory.
 
-def upsample_logits(
-    low_res: torch.Tensor,
-    input_size: tuple[int, int],
-    original_size: tuple[int, int],
-    size: int,
-    frame: int | None = None,
-) -> torch.Tensor:
-    """``B x C x s x s`` low-res logits -> ``B x C x H x W`` logits at the original size.
-
-    ``frame``: the side ``s`` of the low-res frame when ``low_res`` holds only its
-    :func:`upsample_region` (default: ``low_res`` is the whole frame).
-
-    Bit-identical to ``Sam.postprocess_masks`` (bilinear to the ``size`` model input, crop the
-    padding, bilinear to the original size) but the first step only computes the rows and
-    columns the crop keeps: with the integer factor ``size / s`` and a one-sample margin the
-    bilinear weights and neighbours of every kept pixel are the same.
+    ``return_logits``: float32 logits instead of bool masks. ``defer``: the output upscaling
+    covers only the image part of the low-res frame (``low_res`` is then that region);
+    ``rests``/``parts``: lists that collect what :class:`DeferredLowRes` completes the frame from.
     """
-    s = low_res.shape[-1] if frame is None else frame
-    rows, cols = upsample_region(s, input_size, size)
-    f = size // s
-    x = F.interpolate(
-        low_res[..., :rows, :cols], scale_factor=f, mode="bilinear", align_corners=False
-    )
-    x = x[..., : input_size[0], : input_size[1]]
-    return F.interpolate(x, original_size, mode="bilinear", align_corners=False)
+    h, w = predictor.original_size
+    tensors = prompt_tensors(predictor, prompts)
+    model = predictor.model
+    spec = model.input_spec
+    clamp = LOW_RES_CLAMP if isinstance(model, Sam2) else None  # SAM 2 returns clamped logits
+    s = model.prompt_encoder.mask_input_size[0]
+    region = upsample_region(s, predictor.input_size, spec.image_size)
+    row = 0
+    for start in range(0, prompts.n, max(1, int(chunk_size))):
+        part = [None if t is None else t[start : start + chunk_size] for t in tensors]
+        with torch.inference_mode():
+            if rests is not None:
+                low, iou, rest = predictor.decode_split(*part[:3], multimask_output, region)
+                rests.append(rest)
+            else:
+                low, iou = predictor.decode(
+                    *part, multimask_output=multimask_output, region=region if defer else None
+                )
+            low = low.float().flatten(0, 1)  # (prompts x c) x s x s (or x region)
+            scores = iou.flatten().float().cpu().numpy()
+        if parts is not None:
+            parts.append(low)
+        for g in range(0, low.shape[0], UPSAMPLE_GROUP):
+            with torch.inference_mode():  # not held across the yield
+                logits = upsample_logits(
+                    low[g : g + UPSAMPLE_GROUP, None],
+                    spec.image_size,
+                    predictor.input_size,
+                    (h, w),
+                    frame=s,
+                    mode=spec.mask_upsample,
+                )[:, 0]
+                out = logits if return_logits else logits > model.mask_threshold
+            k = out.shape[0]
+            kept = low[g : g + k] if clamp is None else low[g : g + k].clamp(-clamp, clamp)
+            yield DecodedGroup(row, out, scores[g : g + k], kept)
+            row += k
 
 
 def decode_prompts(
@@ -219,83 +259,71 @@ def decode_prompts(
     multimask_output: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     defer_low_res: bool = False,
+    return_logits: bool = False,
 ) -> Decoded:
-    """Masks for ``prompts`` (already checked by :func:`~samkit.predict.prompts.fit_prompts`).
+    """Masks for ``prompts`` (already checked by :func:`~samkit.prompts.fit_prompts`).
 
     ``defer_low_res``: return :class:`DeferredLowRes` instead of computed ``low_res_logits``
     when the fast decoder decodes these prompts (see the module docstring).
+    ``return_logits``: ``masks`` holds the float32 logits (``boxes`` are still those of the
+    thresholded masks).
     """
     h, w = predictor.original_size
     c = 3 if multimask_output else 1
     n = prompts.n
+    s = predictor.model.prompt_encoder.mask_input_size[0]
+    mask_dtype = np.float32 if return_logits else bool
     if n == 0:
-        s = predictor.model.prompt_encoder.mask_input_size[0]
         return Decoded(
-            np.zeros((0, h, w), bool),
+            np.zeros((0, h, w), mask_dtype),
             np.zeros(0, np.float32),
             np.zeros((0, 4), np.float32),
             np.zeros(0, np.int64),
             np.zeros((0, s, s), np.float32),
         )
-    model = predictor.model
-    sam2 = isinstance(model, Sam2)
-    s = model.prompt_encoder.mask_input_size[0]
-    tensors = prompt_tensors(predictor, prompts)
-    region = upsample_region(s, predictor.input_size, model.image_size)
+    region = upsample_region(s, predictor.input_size, predictor.model.input_spec.image_size)
     per_prompt = _rest_bytes(predictor.features, region)
     # deferring pays only when the image does not fill the square frame
     defer = bool(
-        defer_low_res and per_prompt and tensors[3] is None and predictor.uses_fast_decoder()
+        defer_low_res
+        and per_prompt
+        and prompts.masks is None
+        and predictor.model.input_spec.mask_upsample == "via_input"
+        and predictor.uses_fast_decoder()
     )
     keep_rest = defer and n * per_prompt <= REST_BYTES
     check_result_size(n * c, h, w, s, store_low_res=not defer)
-    parts, rests = [], []
+    parts: list[torch.Tensor] = []
+    rests: list[UpscaleRest] = []
     # Preallocated outputs; the full-size logits exist only UPSAMPLE_GROUP masks at a time
     # (a 1280 x 720 float mask is 3.7 MB: 64 at once would be 236 MB of fresh pages).
-    masks = np.empty((n * c, h, w), dtype=bool)
+    masks = np.empty((n * c, h, w), dtype=mask_dtype)
     boxes = np.empty((n * c, 4), dtype=np.float32)
     scores = np.empty(n * c, dtype=np.float32)
     low_res = None if defer else np.empty((n * c, s, s), dtype=np.float32)
-    row = 0
-    for start in range(0, n, max(1, int(chunk_size))):
-        part = [None if t is None else t[start : start + chunk_size] for t in tensors]
-        with torch.inference_mode():
-            if keep_rest:
-                low, iou, rest = predictor.decode_split(*part[:3], multimask_output, region)
-                rests.append(rest)
-            else:
-                low, iou = predictor.decode(
-                    *part, multimask_output=multimask_output, region=region if defer else None
-                )
-            low = low.float().flatten(0, 1)  # (prompts x c) x s x s (or x region)
-            if keep_rest:
-                parts.append(low)
-            k = low.shape[0]
-            scores[row : row + k] = iou.flatten().float().cpu().numpy()
+    groups = decode_groups(
+        predictor,
+        prompts,
+        multimask_output,
+        chunk_size,
+        return_logits=return_logits,
+        defer=defer,
+        rests=rests if keep_rest else None,
+        parts=parts if keep_rest else None,
+    )
+    with torch.inference_mode():
+        for grp in groups:
+            rows = slice(grp.row, grp.row + len(grp.scores))
+            m = grp.masks > predictor.model.mask_threshold if return_logits else grp.masks
+            boxes[rows] = masks_to_boxes_xyxy(m).cpu().numpy()
+            masks[rows] = grp.masks.cpu().numpy()
+            scores[rows] = grp.scores
             if low_res is not None:
-                kept = low.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP) if sam2 else low
-                low_res[row : row + k] = kept.cpu().numpy()
-            for g in range(0, k, UPSAMPLE_GROUP):
-                if sam2:  # one bilinear step from the (unclamped) low-res logits
-                    logits = model.postprocess_masks(low[g : g + UPSAMPLE_GROUP, None], (h, w))
-                    logits = logits[:, 0]
-                else:
-                    logits = upsample_logits(
-                        low[g : g + UPSAMPLE_GROUP, None],
-                        predictor.input_size,
-                        (h, w),
-                        model.image_size,
-                        s,
-                    )[:, 0]
-                m = logits > model.mask_threshold
-                end = row + g + m.shape[0]
-                boxes[row + g : end] = masks_to_boxes_xyxy(m).cpu().numpy()
-                masks[row + g : end] = m.cpu().numpy()
-        row += k
+                low_res[rows] = grp.low_res.cpu().numpy()
     prompt_index = np.repeat(np.arange(n, dtype=np.int64), c)
     if keep_rest:
         low_res = DeferredLowRes(
-            model,
+            predictor.model,
             multimask_output,
             np.arange(n * c),
             part=torch.cat(parts),
@@ -303,10 +331,10 @@ def decode_prompts(
         )
     elif defer:
         low_res = DeferredLowRes(
-            model,
+            predictor.model,
             multimask_output,
             np.arange(n * c),
             features=predictor.features,
-            tensors=tensors[:3],
+            tensors=prompt_tensors(predictor, prompts)[:3],
         )
     return Decoded(masks, scores, boxes, prompt_index, low_res)

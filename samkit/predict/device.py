@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from ..errors import SamkitError
 
 
 def resolve_device(device: str | torch.device | None, default: torch.device | None = None):
-    """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, an int (CUDA index) or None -> torch.device.
+    """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, an int or digits (``"0"``, ``"0,1"``: the
+    first CUDA index, as Ultralytics writes it), ``"auto"`` or ``""`` (CUDA if available, else
+    the CPU), a torch.device, or None -> torch.device.
 
-    None returns ``default`` (or the CPU). Raises :class:`SamkitError` for an unavailable device.
+    None returns ``default`` (or the CPU). Raises :class:`SamkitError` for an unknown or
+    unavailable device.
     """
     if device is None:
         return default if default is not None else torch.device("cpu")
+    if isinstance(device, str):
+        device = device.strip().lower()
+        if device in ("", "auto"):
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if re.fullmatch(r"\d+(,\d+)*", device):
+            device = int(device.split(",")[0])
     if isinstance(device, int):
         device = f"cuda:{device}"
     try:

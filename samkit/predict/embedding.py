@@ -1,8 +1,8 @@
-"""Image embeddings: batched encoding and a bounded LRU cache keyed by image content.
+"""Image embeddings: the one image encoder path, and a bounded LRU cache keyed by image content.
 
 An :class:`Embedding` is what :class:`~samkit.predict.sam_predictor.SamPredictor` keeps after
-``set_image``; :func:`attach` puts one into a predictor, so many images encoded in one batch
-(or found in the cache) can be decoded without encoding again.
+``set_image``; ``SamPredictor.set_embedding`` puts one back, so many images encoded in one
+batch (or found in the cache) can be decoded without encoding again.
 """
 
 from __future__ import annotations
@@ -16,23 +16,30 @@ import torch
 
 from ..models import Sam
 from ..models.sam2 import Sam2
-from .precision import autocast
-from .sam_predictor import SamPredictor
+from .precision import encode
 from .threads import cpu_policy
-from .transforms import resize_longest_side
+from .transforms import resize_to_input
 
 
 @dataclass(frozen=True)
 class Embedding:
-    """Encoder output ``1 x C x h x w`` of one image, with the sizes the prompts are scaled by."""
+    """Encoder output of one image, with the sizes the prompts are scaled by.
+
+    ``features`` ``1 x C x h x w`` float32; ``original_size`` ``(H, W)`` of the image,
+    ``input_size`` ``(h, w)`` after the resize (before padding); ``high_res_feats``: extra
+    higher-resolution maps ``1 x C_i x h_i x w_i`` of encoders that have them (SAM 2: two),
+    else None.
+    """
 
     features: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]
+    high_res_feats: tuple[torch.Tensor, ...] | None = None
 
     @property
     def nbytes(self) -> int:
-        return self.features.numel() * self.features.element_size()
+        maps = (self.features, *(self.high_res_feats or ()))
+        return sum(t.numel() * t.element_size() for t in maps)
 
 
 def image_key(image_rgb: np.ndarray, *context: object) -> str:
@@ -91,36 +98,48 @@ class EmbeddingCache:
 
 
 @torch.inference_mode()
+def encode_batch(
+    model: Sam, x: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """Run the image encoder on ``B x 3 x S x S`` preprocessed images, autocasting to ``dtype``
+    (fp32 or bf16); the features (and high-res maps) come out float32."""
+    with cpu_policy("encoder", x.device):
+        return encode(model.encode_image, x, "bf16" if dtype == torch.bfloat16 else "fp32")
+
+
+@torch.inference_mode()
 def encode_images(
-    model: Sam, images_rgb: list[np.ndarray], dtype: torch.dtype = torch.float32
+    model: Sam,
+    images_rgb: list[np.ndarray],
+    dtype: torch.dtype = torch.float32,
+    batch_size: int | None = None,
 ) -> list[Embedding]:
-    """Encode ``H x W x 3`` RGB uint8 images in one forward pass (same pre-processing as
-    ``SamPredictor.set_image``: long-side resize with Pillow bilinear, normalize, pad)."""
-    if not images_rgb:
-        return []
-    if isinstance(model, Sam2):  # square antialiased resize, extra feature maps
+    """Encode ``H x W x 3`` RGB uint8 images, ``batch_size`` per encoder pass (default: all).
+
+    Pre-processing is the model's :class:`~samkit.models.InputSpec` (SAM v1: long-side resize
+    with Pillow bilinear, normalize, pad), as ``SamPredictor.set_image`` does.
+    """
+    if isinstance(model, Sam2):  # square antialiased resize, two high-res maps
         from .sam2_predictor import encode_images_sam2
 
         return encode_images_sam2(model, images_rgb, dtype)  # type: ignore[return-value]
-    size = model.image_size
     device = model.device
-    batch, sizes = [], []
-    for image in images_rgb:
-        resized = resize_longest_side(image, size)
-        if not resized.flags.writeable:
-            resized = resized.copy()
-        t = torch.from_numpy(resized).to(device).permute(2, 0, 1).contiguous()[None]
-        batch.append(model.preprocess(t))
-        sizes.append(((image.shape[0], image.shape[1]), (resized.shape[0], resized.shape[1])))
-    with cpu_policy("encoder", device), autocast(device, dtype):
-        features = model.image_encoder(torch.cat(batch))
-    features = features.float()  # fp32 embeddings whatever the encoder's precision
-    return [
-        Embedding(features[i : i + 1].clone() if len(batch) > 1 else features, orig, inp)
-        for i, (orig, inp) in enumerate(sizes)
-    ]
+    spec = model.input_spec
+    step = max(1, len(images_rgb) if batch_size is None else int(batch_size))
+    out: list[Embedding] = []
+    for start in range(0, len(images_rgb), step):
+        batch, sizes = [], []
+        for image in images_rgb[start : start + step]:
+            t = resize_to_input(image, spec, device)
+            batch.append(model.preprocess(t))
+            sizes.append(((image.shape[0], image.shape[1]), (t.shape[-2], t.shape[-1])))
+        features, high_res = encode_batch(model, torch.cat(batch), dtype)
+        for i, (orig, inp) in enumerate(sizes):
+            one = len(batch) == 1
 
+            def row(t: torch.Tensor, i: int = i, one: bool = one) -> torch.Tensor:
+                return t if one else t[i : i + 1].clone()
 
-def attach(predictor: SamPredictor, emb: Embedding) -> None:
-    """Make ``predictor`` answer prompts for the image ``emb`` was computed from."""
-    predictor.set_embedding(emb)
+            maps = None if high_res is None else tuple(row(t) for t in high_res)
+            out.append(Embedding(row(features), orig, inp, maps))
+    return out

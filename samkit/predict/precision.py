@@ -217,11 +217,54 @@ def autocast(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
         yield
 
 
-def encode(encoder: torch.nn.Module, images: torch.Tensor, precision: str) -> torch.Tensor:
+def encode(encoder: Any, images: torch.Tensor, precision: str) -> Any:
     """Run an image encoder on ``B x 3 x S x S`` preprocessed images; fp32 ``B x C x h x w`` out.
 
-    ``precision`` is a resolved precision (``"fp32"`` or ``"bf16"``).
+    ``precision`` is a resolved precision (``"fp32"`` or ``"bf16"``). ``encoder`` may also be
+    ``Sam.encode_image``: its ``(features, high_res_feats)`` come back float32 likewise.
     """
     with torch.inference_mode(), precision_context(precision, images.device):
         out = encoder(images)
-    return out.float()
+    if isinstance(out, torch.Tensor):
+        return out.float()
+    features, high_res = out
+    return features.float(), None if high_res is None else tuple(t.float() for t in high_res)
+
+
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype of an active ``torch.autocast`` on ``device_type``, else None."""
+    try:
+        if torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+    except TypeError:  # torch < 2.4
+        if device_type == "cpu" and torch.is_autocast_cpu_enabled():
+            return torch.get_autocast_cpu_dtype()
+    return None
+
+
+def resolve_dtype(precision: str | None, device: torch.device | str) -> torch.dtype:
+    """``precision`` ("fp32", "bf16", "auto" or None) -> compute dtype, by the one rule of
+    :func:`resolve_precision`; None follows an active ``torch.autocast`` context (bf16 if it
+    autocasts to bf16), else fp32."""
+    if precision is None:
+        bf16 = _autocast_dtype(torch.device(device).type) == torch.bfloat16
+        return torch.bfloat16 if bf16 else torch.float32
+    return dtype_of(resolve_precision(precision, device))
+
+
+def everything_dtypes(
+    precision: Any, device: torch.device | str
+) -> tuple[torch.dtype, torch.dtype]:
+    """``(encoder dtype, grid decoder dtype)`` of a segment-everything ``precision``.
+
+    ``precision``: "fp32", "bf16", "auto" (per part, :func:`samkit.predict.precision.resolve_parts`:
+    on CPUs with native bf16 both in bf16, else fp32), a mapping part -> precision, a
+    :class:`~samkit.predict.precision.PartPrecision`, or None: follow an active ``torch.autocast``
+    (bf16 for both if it autocasts to bf16), else fp32.
+    """
+    if precision is None:
+        bf16 = _autocast_dtype(torch.device(device).type) == torch.bfloat16
+        dt = torch.bfloat16 if bf16 else torch.float32
+        return dt, dt
+    parts = resolve_parts(precision, device)
+    return parts.dtype("encoder"), parts.dtype("everything_decoder")

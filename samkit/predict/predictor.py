@@ -24,7 +24,7 @@ from ..results import Results
 from .base import ResultsPredictMixin
 from .decode import DEFAULT_CHUNK_SIZE, decode_prompts
 from .device import resolve_device
-from .embedding import Embedding, EmbeddingCache, attach, encode_images, image_key
+from .embedding import Embedding, EmbeddingCache, encode_images, image_key
 from .precision import autocast, resolve_parts
 from .prompt_checks import ObjectPrompt
 from .prompts import Prompts
@@ -39,16 +39,14 @@ class Predictor(ResultsPredictMixin):
     Args:
         model: a :class:`~samkit.SAM` or a :class:`~samkit.models.Sam` module.
         device: "cpu", "cuda", "cuda:N", "mps" or None (keep the model where it is).
-        precision: "fp32", "bf16", "auto" (per part: the encoder in bf16 where the device
-            computes it natively, prompt decoding in fp32; see :mod:`samkit.predict.precision`), or a
-            mapping part -> precision.
+        precision: "fp32", "bf16" or "auto" (bf16 on CPUs with native bf16, else fp32).
         image_format: channel order of NumPy images ("BGR" default, or "RGB").
         cache: an :class:`EmbeddingCache` to share (a SAM model passes its own).
         chunk_size: prompts per decoder pass.
         defer_low_res: with the fast decoder, the output upscaling covers only the image,
             not its padding (-3 ms per box at 1280 x 720), and ``Results.low_res_logits`` are
             completed when first read: from the padding's image tokens that the call kept (up
-            to ``decoding.REST_BYTES`` per call), else by decoding the prompts again, for which
+            to ``decode.REST_BYTES`` per call), else by decoding the prompts again, for which
             the Results keep a reference to the image features (4 MB for SAM's models).
     """
 
@@ -110,7 +108,7 @@ class Predictor(ResultsPredictMixin):
         self, emb: Embedding, image_rgb: np.ndarray, path: str = "image0", frame=None
     ) -> None:
         """Use an already computed embedding of ``image_rgb``."""
-        attach(self.sam_predictor, emb)
+        self.sam_predictor.set_embedding(emb)
         self._set_source(image_rgb, path, frame)
 
     def reset_image(self) -> None:

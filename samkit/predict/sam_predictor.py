@@ -8,51 +8,53 @@ image pixels and returns NumPy arrays, exactly like ``segment_anything.SamPredic
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..errors import ImageError, PromptError
+from ..errors import ImageError, PromptError, SamkitError
 from ..models import Sam
 from ..models.mask_decoder import MaskDecoder
 from .base import MetaPredictMixin
+from .decode import decode_prompts
+from .embedding import Embedding, encode_batch, encode_images
 from .fast_decode import PointDecoder, UpscaleRest
-from .precision import encode, resolve_precision
+from .precision import dtype_of, resolve_precision
 from .prompt_checks import ObjectPrompt, check_image
+from .prompts import Prompts
 from .threads import cpu_policy
-from .transforms import resize_longest_side, scale_boxes, scale_coords
+from .transforms import resize_to_input
 
-
-@dataclass(frozen=True)
-class ImageEmbedding:
-    """One encoded image: ``features`` ``1 x C x h x w`` (fp32) and its sizes ``(H, W)``.
-
-    ``original_size`` is the image's size, ``input_size`` its resized size before padding.
-    """
-
-    features: torch.Tensor
-    original_size: tuple[int, int]
-    input_size: tuple[int, int]
+#: The embedding type of earlier versions (one type serves both predictors now).
+ImageEmbedding = Embedding
 
 
 class SamPredictor(MetaPredictMixin):
     """Computes the image embedding once (:meth:`set_image`) and answers prompts against it.
 
     ``precision`` of the image encoder: ``"fp32"`` (the reference, default), ``"bf16"``, or
-    ``"auto"`` (bf16 where the device computes it natively); see :mod:`samkit.predict.precision`.
+    ``"auto"`` (bf16 where the device computes it natively); see :mod:`samkit.precision`.
     Prompt encoding and mask decoding always run in fp32.
 
     ``fast_decoder=True`` (default) decodes prompts without a mask input through
-    :class:`~samkit.predict.fast_decode.PointDecoder`, which computes the image side of the first
+    :class:`~samkit.fast_decode.PointDecoder`, which computes the image side of the first
     decoder block once per image and re-associates the attention products: the module
     decoder's values up to float rounding (logits ~1e-6 relative), 3-4x less work per prompt.
     ``False`` runs Meta's module decoder for every call.
     """
 
     features: torch.Tensor | None  # 1 x C x h x w, fp32
+    high_res_feats: tuple[torch.Tensor, ...] | None  # extra maps of encoders that have them
 
     def __init__(self, sam_model: Sam, precision: str = "fp32", fast_decoder: bool = True) -> None:
+        inner = getattr(sam_model, "model", None)
+        if not isinstance(sam_model, Sam) and isinstance(inner, Sam):
+            sam_model = inner  # a samkit.SAM: its module
+        if not isinstance(sam_model, Sam):
+            raise SamkitError(
+                "SamPredictor needs a samkit Sam module or a samkit.SAM, got "
+                f"{type(sam_model).__name__}"
+            )
         self.model = sam_model
         self.precision = resolve_precision(precision, sam_model.device)
         self.fast_decoder = fast_decoder
@@ -62,7 +64,10 @@ class SamPredictor(MetaPredictMixin):
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Encode an ``H x W x 3`` uint8 image (``image_format`` "RGB" or "BGR")."""
         image = self._check_image(image, image_format)
-        self.set_torch_image(self._to_input(image, image_format), image.shape[:2])
+        if image_format != self.model.image_format:
+            image = image[..., ::-1]
+        self.reset_image()
+        self.set_embedding(encode_images(self.model, [image], dtype_of(self.precision))[0])
 
     @staticmethod
     def _check_image(image: np.ndarray, image_format: str) -> np.ndarray:
@@ -71,17 +76,18 @@ class SamPredictor(MetaPredictMixin):
         return check_image(image)
 
     def _to_input(self, image: np.ndarray, image_format: str) -> torch.Tensor:
-        """Resized ``1 x 3 x h x w`` uint8 tensor of a checked RGB/BGR image."""
+        """Resized ``1 x 3 x h x w`` tensor of a checked RGB/BGR image (the model's
+        :class:`~samkit.models.InputSpec`; uint8 for SAM v1)."""
         if image_format != self.model.image_format:
             image = image[..., ::-1]
-        resized = resize_longest_side(image, self.model.image_size)
-        return torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        return resize_to_input(image, self.model.input_spec, self.device)
 
     @torch.inference_mode()
     def set_torch_image(
         self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]
     ) -> None:
-        """Encode a resized ``1 x 3 x h x w`` image (long side = model input size, 0-255 values)."""
+        """Encode a resized ``1 x 3 x h x w`` image (long side = model input size, values on the
+        model's pixel scale: 0-255 for SAM v1)."""
         if transformed_image.ndim != 4 or transformed_image.shape[1] != 3:
             raise ImageError(
                 f"expected a 1 x 3 x h x w tensor, got {tuple(transformed_image.shape)}"
@@ -93,55 +99,45 @@ class SamPredictor(MetaPredictMixin):
             )
         self.reset_image()
         x = self.model.preprocess(transformed_image.to(self.device))
-        with cpu_policy("encoder", self.device):
-            features = encode(self.model.image_encoder, x, self.precision)
+        features, high_res = encode_batch(self.model, x, dtype_of(self.precision))
         self._hold_embedding(
             features,
             (int(original_image_size[0]), int(original_image_size[1])),
             (int(transformed_image.shape[-2]), int(transformed_image.shape[-1])),
+            high_res,
         )
 
     def encode_images(
         self, images: Sequence[np.ndarray], image_format: str = "RGB", batch_size: int = 4
-    ) -> list[ImageEmbedding]:
+    ) -> list[Embedding]:
         """Encode several ``H x W x 3`` uint8 images, ``batch_size`` at a time through the encoder.
 
         The current image is not changed; pass a result to :meth:`set_embedding` to prompt it.
         """
         if batch_size < 1:
             raise ImageError(f"batch_size must be >= 1, got {batch_size}")
-        inputs = []
+        rgb = []
         for i, image in enumerate(images):
             try:
                 image = self._check_image(image, image_format)
             except ImageError as e:
                 raise ImageError(f"image {i}: {e}") from None
-            inputs.append((self._to_input(image, image_format), image.shape[:2]))
-        out = []
-        for start in range(0, len(inputs), batch_size):
-            chunk = inputs[start : start + batch_size]
-            x = torch.cat([self.model.preprocess(t.to(self.device)) for t, _ in chunk])
-            with cpu_policy("encoder", self.device):
-                features = encode(self.model.image_encoder, x, self.precision)
-            for j, (t, size) in enumerate(chunk):
-                out.append(
-                    ImageEmbedding(
-                        features[j : j + 1].clone(),
-                        (int(size[0]), int(size[1])),
-                        (int(t.shape[-2]), int(t.shape[-1])),
-                    )
-                )
-        return out
+            rgb.append(image if image_format == self.model.image_format else image[..., ::-1])
+        return encode_images(self.model, rgb, dtype_of(self.precision), batch_size)
 
-    def set_embedding(self, embedding: ImageEmbedding) -> None:
-        """Make an embedding from :meth:`encode_images` the current image.
-
-        Anything with ``features``, ``original_size`` and ``input_size`` will do (such as
-        :class:`samkit.predict.embedding.Embedding`).
-        """
+    def set_embedding(self, embedding: Embedding) -> None:
+        """Make an :class:`~samkit.predict.embedding.Embedding` (from :meth:`encode_images` or
+        the cache) the current image. Anything with ``features``, ``original_size`` and
+        ``input_size`` (and optionally ``high_res_feats``) will do."""
         self.reset_image()
+        high_res = getattr(embedding, "high_res_feats", None)
+        if high_res is not None:
+            high_res = tuple(t.to(self.device) for t in high_res)
         self._hold_embedding(
-            embedding.features.to(self.device), embedding.original_size, embedding.input_size
+            embedding.features.to(self.device),
+            embedding.original_size,
+            embedding.input_size,
+            high_res,
         )
 
     @property
@@ -165,24 +161,16 @@ class SamPredictor(MetaPredictMixin):
     def _predict_checked(
         self, prompt: ObjectPrompt, multimask_output: bool, return_logits: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        coords_t = labels_t = box_t = mask_t = None
-        if prompt.coords is not None:
-            coords = scale_coords(prompt.coords, self.original_size, self.input_size)
-            coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
-            labels_t = torch.as_tensor(prompt.labels, dtype=torch.int, device=self.device)[None]
-        if prompt.box is not None:
-            b = scale_boxes(prompt.box.reshape(1, 4), self.original_size, self.input_size)
-            box_t = torch.as_tensor(b, dtype=torch.float, device=self.device)
-        if prompt.mask_input is not None:
-            mask_t = torch.as_tensor(prompt.mask_input, device=self.device)[None]
-        masks, iou, low_res = self.predict_torch(
-            coords_t, labels_t, box_t, mask_t, multimask_output, return_logits
+        prompts = Prompts(
+            n=1,
+            points=None if prompt.coords is None else prompt.coords[None],
+            labels=None if prompt.labels is None else prompt.labels[None],
+            boxes=None if prompt.box is None else prompt.box.reshape(1, 4),
+            masks=prompt.mask_input,
+            mask_kind=None if prompt.mask_input is None else "logits",
         )
-        return (
-            masks[0].float().cpu().numpy() if return_logits else masks[0].cpu().numpy(),
-            iou[0].float().cpu().numpy(),
-            low_res[0].float().cpu().numpy(),
-        )
+        out = decode_prompts(self, prompts, multimask_output, return_logits=return_logits)
+        return out.masks, out.scores, out.low_res_logits
 
     @torch.inference_mode()
     def predict_torch(
@@ -232,8 +220,14 @@ class SamPredictor(MetaPredictMixin):
             decoder = self._shared_decoder()
             return decoder.decode_sparse(sparse, multimask_output, chunk=2, region=region)
         model = self.model
+        extra = {} if self.high_res_feats is None else {"high_res_features": self.high_res_feats}
         low_res, iou = model.mask_decoder(
-            self.features, model.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output
+            self.features,
+            model.prompt_encoder.get_dense_pe(),
+            sparse,
+            dense,
+            multimask_output,
+            **extra,
         )
         if region is not None:
             low_res = low_res[..., : region[0], : region[1]]
@@ -277,13 +271,14 @@ class SamPredictor(MetaPredictMixin):
         return (
             self.fast_decoder
             and type(self.model.mask_decoder) is MaskDecoder  # not a replaced/customised module
+            and self.high_res_feats is None
             and self.features.shape[0] == 1
             and self.features.dtype == torch.float32
             and not torch.is_autocast_enabled(dev)
         )
 
     def _shared_decoder(self) -> PointDecoder:
-        """The :class:`~samkit.predict.fast_decode.PointDecoder` holding this image's shared work."""
+        """The :class:`~samkit.fast_decode.PointDecoder` holding this image's shared work."""
         cached = getattr(self, "_point_decoder", None)
         if cached is None or cached[0] is not self.features:
             decoder = PointDecoder(self.model)

@@ -37,6 +37,7 @@ from ..models import Sam
 from ..models.sam2 import Sam2, box_to_points
 from ..ops.boxes import mask_to_box_xyxy
 from ..predict.transforms import preprocess_shape, resize_longest_side, scale_boxes
+from ..safeio import atomic_output
 from ..zoo.registry import ModelConfig
 from .losses import dice_loss, mask_iou, sigmoid_focal_loss
 from .val import SamBackend, ValResults, validate
@@ -76,11 +77,9 @@ class _Item:
 def save_checkpoint(sam: Sam, config: ModelConfig, path: str | os.PathLike, **extra) -> Path:
     """Write ``{"model": state_dict, "samkit_config": config, **extra}`` atomically to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in sam.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"model": state, "samkit_config": config.to_dict(), **extra}, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as f:
+        torch.save({"model": state, "samkit_config": config.to_dict(), **extra}, f)
     return path
 
 
@@ -317,12 +316,10 @@ def _run_dir(project: str | os.PathLike, name: str, exist_ok: bool) -> Path:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    with atomic_output(path, "w") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _plot(path: Path, step_losses: list[float], rows: list[dict]) -> bool:
@@ -349,9 +346,8 @@ def _plot(path: Path, step_losses: list[float], rows: list[dict]) -> bool:
     ax2.set(xlabel="epoch", ylabel="mIoU", title="validation mIoU")
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    with atomic_output(path) as f:
+        fig.savefig(f, dpi=100, format="png")
     return True
 
 

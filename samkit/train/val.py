@@ -81,21 +81,19 @@ class SamBackend:
         self.predictor.set_image(image)
 
     def predict_batch(self, points, labels, boxes, multimask):
-        import torch
+        from ..predict.decode import decode_prompts
+        from ..predict.prompts import Prompts
 
-        from ..predict.transforms import scale_boxes, scale_coords
-
-        p = self.predictor
-        dev = p.device
-        pts = lbl = bxs = None
-        if points is not None:
-            pts = torch.as_tensor(scale_coords(points, p.original_size, p.input_size), device=dev)
-            lbl = torch.as_tensor(labels, dtype=torch.int, device=dev)
-        if boxes is not None:
-            b = scale_boxes(np.asarray(boxes, np.float64), p.original_size, p.input_size)
-            bxs = torch.as_tensor(b, device=dev)
-        masks, iou, _ = p.predict_torch(pts, lbl, bxs, multimask_output=multimask)
-        return masks.cpu().numpy(), iou.float().cpu().numpy()
+        n = len(points) if points is not None else len(boxes)
+        prompts = Prompts(
+            n=n,
+            points=None if points is None else np.asarray(points, np.float64),
+            labels=None if labels is None else np.asarray(labels, np.int32),
+            boxes=None if boxes is None else np.asarray(boxes, np.float64),
+        )
+        out = decode_prompts(self.predictor, prompts, multimask)
+        c = 3 if multimask else 1
+        return out.masks.reshape(n, c, *out.masks.shape[1:]), out.scores.reshape(n, c)
 
 
 def interior_point(mask: np.ndarray) -> np.ndarray:

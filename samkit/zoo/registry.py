@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..models import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TinyViT, TwoWayTransformer
+from ..models.input_spec import InputSpec
 from .config_bounds import check_config
 from .download import WeightsFile
 
@@ -88,6 +89,56 @@ class TinyViTConfig:
 
 
 @dataclass(frozen=True)
+class EncoderKind:
+    """One family of image encoders: a row of :data:`ENCODER_KINDS`.
+
+    Attributes:
+        name: the ``kind`` field of its config (``"vit"``, ``"tiny_vit"``, ...).
+        config: the frozen config dataclass; it has ``kind``, ``img_size``, ``embedding_size``
+            (grid side of the features) and ``build()`` -> the encoder module.
+        detect_key: a state-dict key that only this kind has (architecture detection).
+        infer: ``(state_dict, keys) -> config`` read from a state dict with Meta's key names.
+        input_spec: ``config -> InputSpec``: the preprocessing this kind was trained with.
+        describe: ``config -> str`` for ``repr`` and ``info``.
+        build_sam: ``ModelConfig -> Sam`` for families whose model is more than SAM's
+            prompt encoder and mask decoder around the encoder (SAM 2); None: SAM's assembly.
+    """
+
+    name: str
+    config: type
+    detect_key: str
+    infer: Callable[[Mapping[str, torch.Tensor], list[str]], Any]
+    input_spec: Callable[[Any], InputSpec]
+    describe: Callable[[Any], str]
+    build_sam: Callable[[ModelConfig], Sam] | None = None
+
+
+#: Encoder kinds by name. A new family is one :func:`register_encoder_kind` call.
+ENCODER_KINDS: dict[str, EncoderKind] = {}
+
+
+def register_encoder_kind(kind: EncoderKind) -> EncoderKind:
+    """Add ``kind`` to :data:`ENCODER_KINDS` (its name and detection key must be new)."""
+    if kind.name in ENCODER_KINDS:
+        raise ValueError(f"encoder kind {kind.name!r} is already registered")
+    if any(k.detect_key == kind.detect_key for k in ENCODER_KINDS.values()):
+        raise ValueError(f"detection key {kind.detect_key!r} is already used")
+    ENCODER_KINDS[kind.name] = kind
+    return kind
+
+
+def encoder_kind(config: Any) -> EncoderKind:
+    """The registered kind of an encoder config."""
+    kind = ENCODER_KINDS.get(getattr(config, "kind", None))
+    if kind is None:
+        raise CheckpointError(
+            f"unknown encoder kind {getattr(config, 'kind', None)!r}; registered: "
+            f"{', '.join(ENCODER_KINDS)}"
+        )
+    return kind
+
+
+@dataclass(frozen=True)
 class DecoderConfig:
     """Prompt encoder and mask decoder."""
 
@@ -102,6 +153,7 @@ class DecoderConfig:
     mask_in_chans: int = 16
 
 
+#: The encoder configs of the built-in kinds (any registered kind's config is accepted).
 EncoderConfig = ViTConfig | TinyViTConfig
 
 
@@ -112,14 +164,23 @@ class ModelConfig:
     encoder: EncoderConfig
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
 
+    @property
+    def input_spec(self) -> InputSpec:
+        """Pre- and post-processing of this model (from its encoder kind)."""
+        return encoder_kind(self.encoder).input_spec(self.encoder)
+
     def build(self) -> Sam:
         """A freshly initialized :class:`Sam` (the config is bounds-checked first, so an absurd
         config from an untrusted file cannot allocate gigabytes)."""
         check_config(self)
+        kind = encoder_kind(self.encoder)
+        if kind.build_sam is not None:
+            return kind.build_sam(self).eval()
         dec = self.decoder
         grid = self.encoder.embedding_size
         size = self.encoder.img_size
         return Sam(
+            input_spec=kind.input_spec(self.encoder),
             image_encoder=self.encoder.build(),
             prompt_encoder=PromptEncoder(
                 embed_dim=dec.transformer_dim,
@@ -157,7 +218,9 @@ class ModelConfig:
                 from .sam2 import Sam2Config
 
                 return Sam2Config.from_dict(data)  # type: ignore[return-value]
-            enc_cls = {"vit": ViTConfig, "tiny_vit": TinyViTConfig}[kind]
+            if kind not in ENCODER_KINDS:
+                raise KeyError(kind)
+            enc_cls = ENCODER_KINDS[kind].config
             enc = {k: tuple(v) if isinstance(v, list) else v for k, v in enc.items()}
             config = cls(
                 encoder=enc_cls(**enc), decoder=DecoderConfig(**dict(data.get("decoder", {})))
@@ -170,10 +233,7 @@ class ModelConfig:
         return config
 
     def describe(self) -> str:
-        e = self.encoder
-        if isinstance(e, ViTConfig):
-            return f"ViT (embed {e.embed_dim}, depth {e.depth}, heads {e.num_heads}, global {list(e.global_attn_indexes)})"
-        return f"TinyViT (embed {list(e.embed_dims)}, depths {list(e.depths)}, heads {list(e.num_heads)})"
+        return encoder_kind(self.encoder).describe(self.encoder)
 
 
 @dataclass(frozen=True)
@@ -433,15 +493,48 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
 
 def _infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
     keys = list(state_dict)
-    if "image_encoder.patch_embed.proj.weight" in state_dict:
-        encoder: EncoderConfig = _infer_vit(state_dict, keys)
-    elif "image_encoder.patch_embed.seq.0.c.weight" in state_dict:
-        encoder = _infer_tiny_vit(state_dict, keys)
+    for kind in ENCODER_KINDS.values():
+        if kind.detect_key in state_dict:
+            encoder = kind.infer(state_dict, keys)
+            break
     else:
         sample = ", ".join(keys[:5]) or "no keys"
+        expected = " or ".join(f"'{k.detect_key}' ({k.name})" for k in ENCODER_KINDS.values())
         raise CheckpointError(
-            "not a SAM state dict: expected keys like 'image_encoder.patch_embed.proj.weight' (ViT) "
-            f"or 'image_encoder.patch_embed.seq.0.c.weight' (TinyViT); found {len(keys)} keys "
+            f"not a SAM state dict: expected keys like {expected}; found {len(keys)} keys "
             f"({sample}{', ...' if len(keys) > 5 else ''})"
         )
     return ModelConfig(encoder=encoder, decoder=_infer_decoder(state_dict, keys))
+
+
+def _sam_input(config: Any) -> InputSpec:
+    """SAM v1's preprocessing at the encoder's input size."""
+    return InputSpec(image_size=int(config.img_size))
+
+
+register_encoder_kind(
+    EncoderKind(
+        name="vit",
+        config=ViTConfig,
+        detect_key="image_encoder.patch_embed.proj.weight",
+        infer=_infer_vit,
+        input_spec=_sam_input,
+        describe=lambda e: (
+            f"ViT (embed {e.embed_dim}, depth {e.depth}, heads {e.num_heads}, "
+            f"global {list(e.global_attn_indexes)})"
+        ),
+    )
+)
+register_encoder_kind(
+    EncoderKind(
+        name="tiny_vit",
+        config=TinyViTConfig,
+        detect_key="image_encoder.patch_embed.seq.0.c.weight",
+        infer=_infer_tiny_vit,
+        input_spec=_sam_input,
+        describe=lambda e: (
+            f"TinyViT (embed {list(e.embed_dims)}, depths {list(e.depths)}, "
+            f"heads {list(e.num_heads)})"
+        ),
+    )
+)

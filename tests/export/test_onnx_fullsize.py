@@ -17,7 +17,7 @@ from samkit.export import export_onnx
 from samkit.export.onnx_predictor import OnnxPredictor
 from samkit.models import Sam
 
-from .conftest import DATA
+from ..conftest import DATA
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,7 @@ from samkit.predict.sam_predictor import SamPredictor
 from samkit.predict.transforms import scale_boxes
 from samkit.zoo.registry import ModelConfig
 
-from .conftest import TINY_TINYVIT, TINY_VIT, synthetic_image, tiny_model
+from ..conftest import TINY_TINYVIT, TINY_VIT, synthetic_image, tiny_model
 
 # conftest's tiny configs keep the encoder's 256 output channels, which their 64-wide decoder
 # cannot take; these decode.

@@ -15,7 +15,7 @@ from samkit import SAM, CheckpointError, DownloadError
 from samkit.zoo.checkpoints import read_checkpoint, resolve_checkpoint
 from samkit.zoo.registry import VARIANTS, infer_config
 
-from .conftest import TINY_TINYVIT, TINY_VIT, tiny_model
+from ..conftest import TINY_TINYVIT, TINY_VIT, tiny_model
 
 
 @pytest.mark.parametrize("arch", list(VARIANTS))

@@ -114,7 +114,7 @@ def test_missing_model_exits_1_with_placement_message(tmp_path):
 def cli_workspace(tmp_path, tiny_checkpoint):
     from PIL import Image
 
-    from .conftest import synthetic_image
+    from ..conftest import synthetic_image
 
     Image.fromarray(synthetic_image(seed=1)).save(tmp_path / "a.png")
     Image.fromarray(synthetic_image(seed=2)).save(tmp_path / "b.png")

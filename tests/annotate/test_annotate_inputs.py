@@ -17,8 +17,8 @@ from samkit import DatasetError, DependencyError, SamkitError, auto_annotate
 from samkit.annotate.writers import YoloWriter
 from samkit.data.files import read_image
 
-from .annotate_helpers import box_mask_sam, make_folder, parse_yolo, reference_masks
-from .conftest import tiny_model
+from ..annotate_helpers import box_mask_sam, make_folder, parse_yolo, reference_masks
+from ..conftest import tiny_model
 
 
 @pytest.fixture(autouse=True)

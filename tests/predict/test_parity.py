@@ -13,7 +13,7 @@ from samkit.predict.transforms import resize_longest_side, scale_boxes
 from samkit.zoo.registry import VARIANTS
 from samkit.zoo.seeded import seeded_state_dict
 
-from .conftest import DATA
+from ..conftest import DATA
 
 
 def _check_case(name, args, ref, predictor):

@@ -9,7 +9,7 @@ import pytest
 from samkit import Predictor, SamPredictor
 from samkit.errors import ImageError, PromptError
 
-from .conftest import synthetic_image, tiny_model
+from ..conftest import synthetic_image, tiny_model
 
 IMG = synthetic_image(60, 80, seed=3)  # RGB
 

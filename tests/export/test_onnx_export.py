@@ -20,9 +20,9 @@ from samkit.export import export_onnx
 from samkit.export.onnx_predictor import OnnxPredictor
 from samkit.predict.geometry import preprocess_shape
 
-from .conftest import TINY_TINYVIT, TINY_VIT, synthetic_image
+from ..conftest import TINY_TINYVIT, TINY_VIT, synthetic_image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _dim64(config):

@@ -9,7 +9,7 @@ import torch
 from samkit.predict.fast_decode import PointDecoder
 from samkit.zoo.registry import DecoderConfig, ModelConfig, ViTConfig
 
-from .conftest import DATA, TINY_VIT, tiny_model
+from ..conftest import DATA, TINY_VIT, tiny_model
 
 # A tiny encoder in front of the full-size decoder: the decoder is what is tested here.
 FULL_DECODER = ModelConfig(

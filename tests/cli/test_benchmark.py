@@ -12,7 +12,7 @@ from samkit import benchmark
 from samkit.errors import SamkitError
 from samkit.zoo.registry import ModelConfig
 
-from .conftest import TINY_VIT, tiny_model
+from ..conftest import TINY_VIT, tiny_model
 
 
 def test_agreement_of_known_outputs(tmp_path):

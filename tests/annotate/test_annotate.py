@@ -22,7 +22,7 @@ from samkit import SamPredictor, auto_annotate
 from samkit.annotate.writers import WORK_DIR
 from samkit.data.files import read_image
 
-from .annotate_helpers import (
+from ..annotate_helpers import (
     BoxDetector,
     box_mask_sam,
     box_to_mask,
@@ -33,7 +33,7 @@ from .annotate_helpers import (
     reference_masks,
     tree,
 )
-from .conftest import TINY_VIT, tiny_model
+from ..conftest import TINY_VIT, tiny_model
 
 
 @pytest.fixture(autouse=True)
@@ -401,7 +401,7 @@ def test_sigkilled_run_resumes_to_the_same_files(tmp_path, sam):
     auto_annotate(tmp_path / "images", output_dir=clean, **args)
     script = tmp_path / "run.py"
     script.write_text(KILLED_RUN)
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(repo)}
     proc = subprocess.Popen(
         [sys.executable, str(script), str(tmp_path / "images"), str(out)], cwd=repo, env=env

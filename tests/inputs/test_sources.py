@@ -16,7 +16,7 @@ from PIL import Image
 from samkit.data.sources import array_to_rgb, is_single_source, load_image, load_sources
 from samkit.errors import ImageError
 
-from .conftest import synthetic_image
+from ..conftest import synthetic_image
 
 RGB = synthetic_image(48, 64, seed=3)
 

@@ -22,8 +22,8 @@ from samkit.predict.sam_predictor import SamPredictor
 from samkit.predict.transforms import preprocess_shape
 from samkit.zoo.registry import ModelConfig, ViTConfig
 
-from .amg_reference import match_records, reference_generate
-from .conftest import DATA, TINY_VIT, synthetic_image, tiny_model
+from ..amg_reference import match_records, reference_generate
+from ..conftest import DATA, TINY_VIT, synthetic_image, tiny_model
 
 # TINY_VIT with an encoder whose output width matches the tiny decoder (64 channels).
 TINY_E2E = ModelConfig(

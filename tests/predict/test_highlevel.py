@@ -15,7 +15,7 @@ from samkit.predict.embedding import Embedding, EmbeddingCache
 from samkit.predict.precision import cpu_has_native_bf16, resolve_precision
 from samkit.predict.prompts import binary_masks_to_logits
 
-from .conftest import TINY_VIT, synthetic_image
+from ..conftest import TINY_VIT, synthetic_image
 
 IMG = synthetic_image(240, 320, seed=1)  # RGB
 BGR = np.ascontiguousarray(IMG[..., ::-1])
@@ -60,7 +60,7 @@ def test_low_res_logits_are_computed_when_first_read(model, multimask, keep_toke
     """The fast path upscales only the image part of the low-res frame (240 x 320: 3/4 of it);
     low_res_logits are completed on first read, from the kept image tokens of the padding
     part or (calls over REST_BYTES) by decoding the prompts again: the eager values."""
-    from samkit import decoding
+    from samkit.predict import decode as decoding
     from samkit.results import DeferredRows
 
     if not keep_tokens:
@@ -169,14 +169,20 @@ def test_multimask_output(predictor, low):
     ],
 )
 def test_upsampling_is_bit_identical_to_postprocess_masks(tiny_sam, orig, size, s):
-    from samkit.predict.decode import upsample_logits
+    import torch.nn.functional as F
+
+    from samkit.ops.upsample import upsample_logits
     from samkit.predict.transforms import preprocess_shape
 
     inp = preprocess_shape(*orig, size)
     low = torch.randn(2, 3, s, s, generator=torch.Generator().manual_seed(0)) * 4
     tiny_sam.image_encoder.img_size = size  # postprocess_masks reads the input size from here
-    expected = tiny_sam.postprocess_masks(low, inp, orig)
-    assert torch.equal(upsample_logits(low, inp, orig, size), expected)
+    # Meta's Sam.postprocess_masks, written out: the dense reference
+    dense = F.interpolate(low, (size, size), mode="bilinear", align_corners=False)
+    dense = dense[..., : inp[0], : inp[1]]
+    expected = F.interpolate(dense, orig, mode="bilinear", align_corners=False)
+    assert torch.equal(tiny_sam.postprocess_masks(low, inp, orig), expected)
+    assert torch.equal(upsample_logits(low, size, inp, orig), expected)
 
 
 def test_decoder_chunks_give_the_same_masks(model):
