@@ -6,6 +6,7 @@ its path and the others are written; a driver killed mid-run resumes to the same
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -18,6 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+if not os.environ.get("SAMKIT_RAY_ADDRESS"):
+    # the head started below is token-authenticated; Ray reads the token when it is imported
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
 ray = pytest.importorskip("ray")
 torch = pytest.importorskip("torch")
 
@@ -37,7 +42,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_address(tmp_path_factory):
-    """A running cluster: $SAMKIT_RAY_ADDRESS, or a head with 2 CPUs started (and stopped) here."""
+    """A running cluster: $SAMKIT_RAY_ADDRESS (with its $RAY_AUTH_TOKEN), or a head with 2 CPUs
+    started (and stopped) here, token-authenticated."""
     given = os.environ.get("SAMKIT_RAY_ADDRESS")
     if given:
         yield given
@@ -48,7 +54,8 @@ def ray_address(tmp_path_factory):
         os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     )
     cmd = [ray_exe, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0"]
-    cmd += ["--include-dashboard=false", "--disable-usage-stats"]
+    cmd += ["--object-store-memory=300000000", "--include-dashboard=false"]
+    cmd += ["--disable-usage-stats"]
     started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     if started.returncode != 0:
         pytest.fail(f"ray start failed: {started.stderr[-2000:]}")
