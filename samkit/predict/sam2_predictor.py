@@ -15,7 +15,6 @@ logits with OpenCV (what the reference's CUDA-only kernel intends; see :mod:`sam
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,28 +23,15 @@ import torch
 from ..errors import ImageError, PromptError
 from ..models.sam2 import Sam2, box_to_points
 from .base import MetaPredictMixin
+from .embedding import Embedding
 from .precision import autocast, dtype_of, resolve_precision
 from .prompt_checks import ObjectPrompt, check_box, check_image, check_mask_input, check_points
 
 LOW_RES_CLAMP = 32.0
 
 
-@dataclass(frozen=True)
-class Sam2Embedding:
-    """One encoded image: ``features`` ``1 x C x h x w`` (image embedding incl. ``no_mem_embed``),
-    ``high_res`` (``1 x C/8 x 4h x 4w``, ``1 x C/4 x 2h x 2w``) and its sizes.
-
-    ``input_size`` is the square model input ``(S, S)`` (prompts are scaled per axis to it).
-    """
-
-    features: torch.Tensor
-    high_res: tuple[torch.Tensor, torch.Tensor]
-    original_size: tuple[int, int]
-    input_size: tuple[int, int]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.features, *self.high_res))
+#: SAM 2 embeddings are :class:`~samkit.predict.embedding.Embedding` s with two high-res maps.
+Sam2Embedding = Embedding
 
 
 def image_tensor(image_rgb: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -74,11 +60,11 @@ def encode_images_sam2(
     for i, im in enumerate(images_rgb):
         one = len(images_rgb) == 1
         out.append(
-            Sam2Embedding(
+            Embedding(
                 embed if one else embed[i : i + 1].clone(),
-                (s0, s1) if one else (s0[i : i + 1].clone(), s1[i : i + 1].clone()),
                 (int(im.shape[0]), int(im.shape[1])),
                 (size, size),
+                (s0, s1) if one else (s0[i : i + 1].clone(), s1[i : i + 1].clone()),
             )
         )
     return out
@@ -158,7 +144,7 @@ class Sam2Predictor(MetaPredictMixin):
     def set_embedding(self, embedding: Sam2Embedding) -> None:
         """Make an embedding from :meth:`encode_images` (or the cache) the current image."""
         self.reset_image()
-        self.high_res = tuple(t.to(self.device) for t in embedding.high_res)
+        self.high_res = tuple(t.to(self.device) for t in embedding.high_res_feats)
         self._hold_embedding(
             embedding.features.to(self.device),
             tuple(embedding.original_size),
