@@ -20,7 +20,7 @@ def samkit_cmd() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "samkit"]
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str, env_extra: dict | None = None, cwd=None) -> subprocess.CompletedProcess:

@@ -29,7 +29,7 @@ from samkit.errors import ExportError
 from samkit.export import export_preset
 from samkit.zoo.registry import DecoderConfig, ModelConfig, ViTConfig
 
-from .conftest import synthetic_image
+from ..conftest import synthetic_image
 
 # full interface sizes, tiny compute: 2 blocks of width 32 (one global), decoder width 256
 TOOL_CONFIG = ModelConfig(

@@ -25,7 +25,7 @@ from samkit.models import Sam
 from samkit.ops.rle import rle_to_mask
 from samkit.predict.predictor import Predictor
 
-from .conftest import DATA, synthetic_image, tiny_model
+from ..conftest import DATA, synthetic_image, tiny_model
 from .test_precision import DECODABLE
 
 MEAN_IOU = 0.95

@@ -15,7 +15,7 @@ from samkit.ops.regions import fill_holes_and_sprinkles
 from samkit.ops.rle import rle_to_mask
 from samkit.predict.sam2_predictor import Sam2Predictor
 
-from .sam2_helpers import DATA, IMAGE_B, TINY, load_rgb, seeded_arch, seeded_sam2
+from ..sam2_helpers import DATA, IMAGE_B, TINY, load_rgb, seeded_arch, seeded_sam2
 
 FIXTURE = json.loads((DATA / "sam2.1_t_amg_image_b.json").read_text())
 

@@ -13,7 +13,7 @@ from samkit.everything.automatic import SamAutomaticMaskGenerator
 from samkit.everything.engine import AmgParams
 from samkit.everything.report import META_NAMES, empty_reason, summary
 
-from .conftest import synthetic_image
+from ..conftest import synthetic_image
 
 PARAMS = AmgParams(points_per_side=8, crop_n_layers=1)
 

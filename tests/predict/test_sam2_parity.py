@@ -14,7 +14,7 @@ from samkit import SAM
 from samkit.predict.sam2_predictor import Sam2Predictor
 from samkit.zoo.sam2 import Sam2Config, size_config
 
-from .sam2_helpers import IMAGE_A, MANIFEST, NPZ, load_rgb, seeded_arch
+from ..sam2_helpers import IMAGE_A, MANIFEST, NPZ, load_rgb, seeded_arch
 
 ARCHS = ["hiera_t", "hiera_b+"]
 CASES = ["point", "fg_bg_points", "box", "box_and_neg_point", "mask_input", "batched_boxes"]

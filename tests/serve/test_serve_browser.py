@@ -38,7 +38,7 @@ def free_port() -> int:
 
 
 ORT_DIR = os.environ.get("SAMKIT_ORT_DIR") or os.path.join(
-    os.path.dirname(__file__), "..", ".ci", "node", "node_modules", "onnxruntime-web", "dist"
+    os.path.dirname(__file__), "..", "..", ".ci", "node", "node_modules", "onnxruntime-web", "dist"
 )
 
 

@@ -1,7 +1,7 @@
 """The SAM 2 parity checks on photos and sizes the fixtures do not have, against Meta's ``sam2``
 run live in its own interpreter (opt-in: it needs a reference venv and takes a minute).
 
-    SAMKIT_REF_PYTHON=/work/ref/bin/python python -m pytest tests/test_sam2_live_reference.py
+    SAMKIT_REF_PYTHON=/work/ref/bin/python python -m pytest tests/predict/test_sam2_live_reference.py
     SAMKIT_PARITY_PHOTOS=a.jpg:b.png SAMKIT_REF_PYTHON=... python -m pytest ...   # your photos
 
 Without ``SAMKIT_PARITY_PHOTOS`` two synthetic photo-like images of other sizes (portrait and
@@ -23,7 +23,7 @@ from samkit.everything.sam2 import Sam2AutomaticMaskGenerator
 from samkit.predict.sam2_predictor import Sam2Predictor
 from samkit.zoo.sam2 import size_config
 
-from .sam2_helpers import load_rgb, meta_checkpoint, seeded_sam2
+from ..sam2_helpers import load_rgb, meta_checkpoint, seeded_sam2
 
 REF_PYTHON = os.environ.get("SAMKIT_REF_PYTHON")
 pytestmark = [
@@ -68,7 +68,7 @@ def _images() -> list[tuple[str, np.ndarray]]:
         return [(Path(p).name, load_rgb(Path(p))) for p in photos.split(os.pathsep) if p]
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     from bench_everything import photo_like
 
     return [

@@ -23,8 +23,8 @@ from samkit.zoo.sam2 import (
     to_meta_key,
 )
 
-from .conftest import TINY_VIT, tiny_model
-from .sam2_helpers import TINY, meta_checkpoint, seeded_sam2, video_keys
+from ..conftest import TINY_VIT, tiny_model
+from ..sam2_helpers import TINY, meta_checkpoint, seeded_sam2, video_keys
 
 
 def _meta_shapes(size: str) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ import torch
 from samkit import SAM
 from samkit.predict.sam2_predictor import Sam2Predictor
 
-from .sam2_helpers import IMAGE_A, MANIFEST, NPZ, TINY, load_rgb
+from ..sam2_helpers import IMAGE_A, MANIFEST, NPZ, TINY, load_rgb
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
