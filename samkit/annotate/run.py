@@ -475,7 +475,7 @@ def _load_sam(sam_model: Any, device: str | torch.device | None):
     from ..models import Sam
     from ..zoo.checkpoints import build_sam
 
-    if isinstance(getattr(sam_model, "model", None), Sam):  # a samkit.SAM
+    if isinstance(getattr(sam_model, "model", None), (Sam, Sam2)):  # a samkit.SAM
         sam = sam_model.model
     elif isinstance(sam_model, (Sam, Sam2)):
         sam = sam_model
