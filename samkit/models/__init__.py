@@ -10,11 +10,16 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "FpnNeck": "sam2_neck",
+    "Hiera": "hiera",
     "ImageEncoderViT": "vit",
     "InputSpec": "input_spec",
     "MaskDecoder": "mask_decoder",
     "PromptEncoder": "prompt_encoder",
     "Sam": "sam",
+    "Sam2": "sam2",
+    "Sam2ImageEncoder": "sam2_neck",
+    "Sam2MaskDecoder": "sam2_decoder",
     "TinyViT": "tiny_vit",
     "TwoWayTransformer": "transformer",
 }
