@@ -256,15 +256,17 @@ def test_raw_raster_reads_windows(tmp_path):
 # -- the same engine behind model(...), the Meta-style generator ------------------------------
 def test_model_call_with_tile_returns_the_tiled_masks_as_results(demo, scene):
     _, image, truth = scene
+    image = np.ascontiguousarray(image[:448, :448])  # 2 x 2 tiles keep it quick
     expected = segment_everything_tiled(demo, image, tile=256, overlap=64, **EVERYTHING)
     [r] = demo(image[..., ::-1], tile=256, overlap=64, **EVERYTHING)  # BGR like any array
-    assert len(r) == len(expected) and r.masks.shape == (len(r), 768, 768)
+    assert len(r) == len(expected) > 5 and r.masks.shape == (len(r), 448, 448)
     assert np.array_equal(r.masks, expected.dense())
     assert np.allclose(r.scores, expected.scores) and np.allclose(r.boxes, expected.boxes_xyxy)
-    [p] = demo(image, image_format="RGB", bboxes=truth.boxes[:4], tile=True)
-    assert p.prompt_index.tolist() == [0, 1, 2, 3] and p.masks.shape == (4, 768, 768)
+    inside = truth.boxes[(truth.boxes[:, 2:] <= 448).all(1)][:4]
+    [p] = demo(image, image_format="RGB", bboxes=inside, tile=True)
+    assert p.prompt_index.tolist() == [0, 1, 2, 3] and p.masks.shape == (4, 448, 448)
     with pytest.raises(PromptError, match="masks= prompts cannot be tiled"):
-        demo(image, masks=np.zeros((1, 768, 768), bool), tile=True)
+        demo(image, masks=np.zeros((1, 448, 448), bool), tile=True)
 
 
 def test_mask_generator_with_tile_gives_meta_records(demo):
