@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="auto", help="samkit precision (default auto)")
     ap.add_argument("--decoder", choices=["shapes", "seeded"], default="shapes")
     ap.add_argument("--only", nargs="*", help="row keys to run (see rows.py)")
+    ap.add_argument("--runs", type=int, help="at most this many timed runs per row")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     cap = args.cap or (120.0 if args.quick else 600.0)
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tag = "-quick" * args.quick + "-load" * args.load
+    base = args.out / f"compare-{stamp}{tag}"
     background = None
     with tempfile.TemporaryDirectory(prefix="samkit-compare-") as tmp:
         workdir = Path(tmp)
@@ -247,10 +249,13 @@ def main(argv: list[str] | None = None) -> int:
             results = []
             for row in rows:
                 runs = row.runs_quick if args.quick else row.runs
+                runs = min(runs, args.runs) if args.runs else runs
                 print(f"{row.label} / {row.model} ...", flush=True)
                 res = _measure(row, ref, sk, common, runs, cap, failed)
                 print(f"  {json.dumps({k: v for k, v in res.items() if 'runs' not in k})}")
                 results.append(res)
+                partial = {"rows": results, "partial": True, "machine": machine}
+                base.with_suffix(".partial.json").write_text(json.dumps(partial, indent=2))
         finally:
             if background is not None:
                 background.stop()
@@ -270,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline:
         result["load_check"] = load_check(result, json.loads(args.baseline.read_text()))
     table = format_table(result)
-    base = args.out / f"compare-{stamp}{tag}"
+    base.with_suffix(".partial.json").unlink(missing_ok=True)
     base.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     base.with_suffix(".md").write_text(table + "\n")
     print(table)
