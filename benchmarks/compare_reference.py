@@ -202,7 +202,8 @@ def load_check(result: dict, baseline: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reference-python", required=True, help="python of the reference venv")
+    ap.add_argument("--reference-python", help="python of the reference venv")
+    ap.add_argument("--table", type=Path, help="only print the table of a (partial) result JSON")
     ap.add_argument("--quick", action="store_true", help="1 run, 16 x 16 grids, no crop example")
     ap.add_argument("--load", action="store_true", help="fixed background job on the last CPU")
     ap.add_argument("--baseline", type=Path, help="a quiet run's JSON (for --load's check)")
@@ -210,13 +211,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="auto", help="samkit precision (default auto)")
     ap.add_argument("--decoder", choices=["shapes", "seeded"], default="shapes")
     ap.add_argument("--only", nargs="*", help="row keys to run (see rows.py)")
+    ap.add_argument("--runs", type=int, help="at most this many timed runs per row")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
+    if args.table:
+        data = json.loads(args.table.read_text())
+        data.setdefault("load_end", data.get("load_start"))
+        print(format_table(data) + ("\n\n(partial run)" if data.get("partial") else ""))
+        return 0
+    if not args.reference_python:
+        ap.error("--reference-python is required")
     cap = args.cap or (120.0 if args.quick else 600.0)
 
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tag = "-quick" * args.quick + "-load" * args.load
+    base = args.out / f"compare-{stamp}{tag}"
     background = None
     with tempfile.TemporaryDirectory(prefix="samkit-compare-") as tmp:
         workdir = Path(tmp)
@@ -247,10 +257,23 @@ def main(argv: list[str] | None = None) -> int:
             results = []
             for row in rows:
                 runs = row.runs_quick if args.quick else row.runs
+                runs = min(runs, args.runs) if args.runs else runs
                 print(f"{row.label} / {row.model} ...", flush=True)
                 res = _measure(row, ref, sk, common, runs, cap, failed)
                 print(f"  {json.dumps({k: v for k, v in res.items() if 'runs' not in k})}")
                 results.append(res)
+                partial = {
+                    "machine": machine,
+                    "reference": ref_info,
+                    "samkit_precision": args.precision,
+                    "image": image_name,
+                    "background": background.describe() if background else None,
+                    "load_start": load_start,
+                    "load_end": [round(x, 2) for x in os.getloadavg()],
+                    "partial": True,
+                    "rows": results,
+                }
+                base.with_suffix(".partial.json").write_text(json.dumps(partial, indent=2))
         finally:
             if background is not None:
                 background.stop()
@@ -270,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline:
         result["load_check"] = load_check(result, json.loads(args.baseline.read_text()))
     table = format_table(result)
-    base = args.out / f"compare-{stamp}{tag}"
+    base.with_suffix(".partial.json").unlink(missing_ok=True)
     base.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     base.with_suffix(".md").write_text(table + "\n")
     print(table)

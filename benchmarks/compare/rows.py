@@ -117,7 +117,6 @@ def build_rows(
             runs=1,
             warmup=0,
             quick=False,
-            cap=900,
         )
     )
     # the comparison table of Ultralytics' SAM page: model(image), segment-everything defaults

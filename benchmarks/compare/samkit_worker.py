@@ -125,12 +125,5 @@ def task_needs_image(task: str) -> bool:
     return task in ("box1", "boxes")
 
 
-def op_parts(req: dict) -> dict:
-    """Each part in each precision (seconds): see ``samkit_parts.py``."""
-    from samkit_parts import time_parts
-
-    return {"parts": time_parts(MODELS[req["key"]]["model"], _image(req["image"]), req)}
-
-
 if __name__ == "__main__":
-    serve({"info": op_info, "seed": op_seed, "load": op_load, "run": op_run, "parts": op_parts})
+    serve({"info": op_info, "seed": op_seed, "load": op_load, "run": op_run})

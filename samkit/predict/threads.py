@@ -34,6 +34,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -116,13 +117,11 @@ def policy_enabled() -> bool:
 
 
 def _procs_running() -> int | None:
+    """Runnable tasks on the whole machine now (``/proc/loadavg``'s "running/total")."""
     try:
-        for line in Path("/proc/stat").read_text().splitlines():
-            if line.startswith("procs_running"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return None
+        return int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _own_running_threads() -> int:
@@ -140,23 +139,28 @@ def _own_running_threads() -> int:
     return max(1, n)
 
 
-def other_runnable_tasks(samples: int = 3) -> int:
+def other_runnable_tasks(samples: int = 2) -> int:
     """Runnable tasks of other processes right now (the least of ``samples`` readings), 0 if
-    unknown."""
-    seen = []
-    for _ in range(samples):
-        total = _procs_running()
-        if total is None:
-            return 0
-        seen.append(max(0, total - _own_running_threads()))
-    return min(seen)
+    unknown. Remembered for 0.5 s, so that a loop of short calls reads ``/proc`` rarely."""
+    now = time.monotonic()
+    cached = _state.get("others")
+    if cached is not None and now - cached[0] < 0.5:
+        return cached[1]
+    totals = [_procs_running() for _ in range(samples)]
+    if None in totals:
+        return 0
+    others = max(0, min(totals) - _own_running_threads())
+    _state["others"] = (now, others)
+    return others
 
 
 def threads_for_now(ceiling: int | None = None) -> int:
     """Torch threads for a heavy call starting now: ``ceiling`` (default: the current setting)
     less the cores other processes are using, at least 1."""
     ceiling = torch.get_num_threads() if ceiling is None else int(ceiling)
-    free = usable_cores() - other_runnable_tasks()
+    if _state.get("cores") is None:  # read once: sysfs topology is slow to walk per call
+        _state["cores"] = usable_cores()
+    free = _state["cores"] - other_runnable_tasks()
     return max(1, min(ceiling, free))
 
 

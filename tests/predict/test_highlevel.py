@@ -12,7 +12,7 @@ from samkit import SAM, Predictor, SamPredictor
 from samkit.errors import ImageError, PromptError, SamkitError
 from samkit.pipeline import ResultsStream
 from samkit.predict.embedding import Embedding, EmbeddingCache
-from samkit.predict.precision import cpu_has_native_bf16, resolve_precision
+from samkit.predict.precision import cpu_has_native_bf16, resolve_parts, resolve_precision
 from samkit.predict.prompts import binary_masks_to_logits
 
 from ..conftest import TINY_VIT, synthetic_image
@@ -408,8 +408,8 @@ def test_no_prompts_dispatches_to_segment_everything(model, monkeypatch):
 
     calls = []
 
-    def segment_everything(predictor, image_rgb, points_stride=32, conf_thres=0.88):
-        calls.append((predictor, image_rgb.copy(), points_stride, conf_thres))
+    def segment_everything(predictor, image_rgb, points_stride=32, conf_thres=0.88, precision=None):
+        calls.append((predictor, image_rgb.copy(), points_stride, conf_thres, precision))
         masks = np.zeros((2, *image_rgb.shape[:2]), bool)
         masks[0, 10:20, 30:50] = True
         masks[1, 100:110, 5:9] = True
@@ -426,6 +426,7 @@ def test_no_prompts_dispatches_to_segment_everything(model, monkeypatch):
     out = model([BGR, BGR[::-1]], points_stride=16)
     assert len(out) == 2 and len(calls) == 2
     assert isinstance(calls[0][0], SamPredictor) and calls[0][2] == 16 and calls[0][3] == 0.88
+    assert calls[0][4] == resolve_parts(model.precision)  # the model's precision, per part
     np.testing.assert_array_equal(calls[0][1], IMG)  # the image is handed over as RGB
     r = out[0]
     assert len(r) == 2 and r.prompt_index.tolist() == [0, 1]

@@ -26,7 +26,7 @@ def fake_machine(monkeypatch):
     monkeypatch.delenv(runtime.POLICY_ENV, raising=False)
 
     def set_others(n: int) -> list:
-        monkeypatch.setattr(runtime, "other_runnable_tasks", lambda samples=3: n)
+        monkeypatch.setattr(runtime, "other_runnable_tasks", lambda samples=2: n)
         return calls
 
     return set_others
@@ -70,7 +70,8 @@ def test_opt_out_changes_nothing(fake_machine, monkeypatch):
     assert not runtime.describe_policy()["enabled"]
 
 
-def test_other_runnable_tasks_reads_proc():
+def test_other_runnable_tasks_reads_proc(monkeypatch):
+    monkeypatch.setattr(runtime, "_state", {"malloc": None, "last": None})
     n = runtime.other_runnable_tasks()
     assert isinstance(n, int) and n >= 0
     if Path("/proc/stat").exists():
