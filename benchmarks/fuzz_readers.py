@@ -160,8 +160,14 @@ def run_atheris(target: str, argv: list[str]) -> None:
     except ImportError:
         sys.exit('atheris is not installed: pip install "samkit[fuzz]" (or use --mutate N)')
     import numpy  # noqa: F401 (heavy dependencies imported first: not instrumented)
-    import torch  # noqa: F401
+    import torch
 
+    if target == "checkpoint":  # torch imports more modules lazily while loading: do it now
+        rng = random.Random(0)
+        pool = seeds(target)
+        for data in pool + [mutate(d, rng, pool) for d in pool * 20]:
+            with contextlib.suppress(Exception):
+                torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     with atheris.instrument_imports(include=["samkit"]):
         _import_readers(target)
     harness = Harness(target)

@@ -171,7 +171,7 @@ def _check_torch_container(path: Path) -> None:
         try:
             with zipfile.ZipFile(path) as zf:
                 expanded = sum(i.file_size for i in zf.infolist())
-        except (zipfile.BadZipFile, OSError, ValueError) as e:
+        except Exception as e:  # zipfile parses untrusted bytes (NotImplementedError, ...)
             raise CheckpointError(
                 f"{path}: cannot read the checkpoint; the zip archive is truncated or corrupt "
                 f"({e}). Download it again."

@@ -148,6 +148,13 @@ def checkpoint_cases(root: Path) -> list[Case]:
             dst.writestr(info, b"\x80\x02}s." if info.filename.endswith("data.pkl") else data)
     add("pickle stream popping an empty stack", p)
 
+    p = d / "zip_version_25.pt"  # found by the fuzzer: zipfile raised NotImplementedError
+    raw = bytearray(buf.getvalue())
+    cd = raw.find(b"PK\x01\x02")
+    raw[cd + 6 : cd + 8] = (250).to_bytes(2, "little")  # "version needed to extract" 25.0
+    p.write_bytes(bytes(raw))
+    add("zip entry needing version 25.0", p)
+
     # these already passed before issue 20; kept so they stay passing
     p = d / "empty.pt"
     p.write_bytes(b"")
