@@ -39,6 +39,7 @@ _EXPORTS = {
     "DependencyError": "samkit.errors",
     "auto_annotate": "samkit.annotate",
     "AnnotateSummary": "samkit.annotate",
+    "write_seeded_checkpoint": "samkit.seeded",
 }
 
 __all__ = ["__version__", *_EXPORTS]
