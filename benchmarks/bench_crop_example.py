@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from samkit.zoo.seeded import write_seeded_checkpoint
+    from samkit import write_seeded_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="bench-crop-") as tmp:
         ckpt = write_seeded_checkpoint("mobile_sam", Path(tmp) / "mobile_sam.pt")

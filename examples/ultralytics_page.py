@@ -50,7 +50,7 @@ def seed_cache(cache: Path, light: bool = False) -> None:
     """Seeded checkpoints under the official names the page uses. ``light``: MobileSAM weights
     under every name (samkit reads the architecture from the file, so every call runs the same
     way; ViT-B's encoder costs about 10x MobileSAM's)."""
-    from samkit.zoo.seeded import write_seeded_checkpoint
+    from samkit import write_seeded_checkpoint
 
     for variant, filename in (("sam_b", "sam_b.pt"), ("mobile_sam", "mobile_sam.pt")):
         if not (cache / filename).exists():

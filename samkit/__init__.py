@@ -66,6 +66,7 @@ _EXPORTS = {
     "Sam2OnnxPredictor": "samkit.export.onnx_sam2_predictor",
     "auto_annotate": "samkit.annotate.run",
     "AnnotateSummary": "samkit.annotate.run",
+    "write_seeded_checkpoint": "samkit.zoo.seeded",
 }
 
 __all__ = ["__version__", *_EXPORTS]
