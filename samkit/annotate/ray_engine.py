@@ -138,7 +138,6 @@ def run_ray(
         actors = options.actors or _default_actors(ray, options)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # samkit's own bar below counts images
-        ctx.log_internal_stack_trace_to_stdout = False
         worker_writer = copy.copy(writer)
         worker_writer._lock_fd = None  # the driver holds the output folder's lock
         to_output = source.to_output_ids if summary.format == "yolo" else None
