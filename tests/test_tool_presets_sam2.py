@@ -382,3 +382,27 @@ def test_sam2_preset_errors(model, tmp_path):
     with pytest.raises(ExportError, match="cvat option"):
         model.export("onnx", tmp_path, preset="xanylabeling", samkit_requirement="samkit")
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_cli_sam2_presets(model, exports, tmp_path):
+    """``samkit export model=<SAM 2 checkpoint> format=onnx preset=...`` (the checkpoint: the
+    CVAT function's own safetensors, config record inside; Meta's .pt files load the same way
+    for the published sizes)."""
+    from samkit.cli import main
+
+    weights = exports["cvat"]["weights"]
+    out = tmp_path / "xany"
+    argv = ["export", f"model={weights}", "format=onnx", "preset=xanylabeling"]
+    assert main([*argv, f"output_dir={out}", "name=t2"]) == 0
+    config = yaml.safe_load((out / "t2.yaml").read_text())
+    assert config["type"] == "segment_anything_2"
+    s = TINY.img_size
+    image = synthetic_image(s, s, seed=5)
+    prompt = _prompts(s, s)["box"]
+    got = _xanylabeling_sam2_run(out / "t2.yaml", image, _marks(prompt))
+    assert _agreement(got, _reference(model, image, prompt)) >= MIN_AGREEMENT
+    out = tmp_path / "cvat"
+    assert main(["export", f"model={weights}", "preset=cvat", f"output_dir={out}"]) == 0
+    assert (out / "model_cvat_sam2" / "nuclio" / "main.py").is_file()
+    assert main(["export", f"model={weights}", "preset=webdemo", f"output_dir={out}"]) != 0
+    assert main([*argv, f"output_dir={out}", "mask_output=multi"]) != 0  # refused, not ignored
