@@ -14,14 +14,14 @@
   file name Meta's demo loads), its fp32 twin, and with ``image=`` the image's embedding as
   ``<name>_webdemo/data/<stem>_embedding.npy``.
 
-Not yet: SAM 2.1 layouts. X-AnyLabeling's ``segment_anything_2`` loader
-(``anylabeling/services/auto_labeling/__base__/sam2.py``) preprocesses itself (``cv2.resize`` to
-the encoder's static input, ImageNet mean / std), reads the encoder's outputs by position
-(``high_res_feats_0, high_res_feats_1, image_embed``) and feeds the decoder **seven** inputs by
-position (no ``orig_im_size``), no padding point, and resizes the best low-res mask itself; that
-is the three-output encoder of ``samkit.export.sam2_onnx`` plus a decoder variant and a YAML
-writer here. CVAT's SAM 2 function decodes server side (``pos_points`` / ``neg_points`` in, a
-mask out).
+SAM 2 / 2.1 models (``samkit.export.sam2_tools``, ``samkit.export.cvat_sam2``):
+
+- ``xanylabeling``: ``<name>.encoder.onnx`` (the three-output encoder, static ``1 x 3 x S x S``
+  input: X-AnyLabeling preprocesses itself), ``<name>.decoder.onnx`` (seven inputs, one low-res
+  mask) and ``<name>.yaml`` (``type: segment_anything_2``).
+- ``cvat``: ``<name>_cvat_sam2/nuclio/`` (``function.yaml``, ``main.py``, ``model.safetensors``):
+  CVAT's SAM 2 interactor, ``pos_points`` / ``neg_points`` in, a mask out, decoded by samkit.
+- ``webdemo``: none (Meta's demo runs SAM 1 decoders).
 """
 
 from __future__ import annotations
@@ -98,10 +98,12 @@ def export_preset(
     if samkit_requirement is not None and preset != "cvat":
         raise ExportError("samkit_requirement= is a cvat option (what the function installs)")
     if type(getattr(model, "model", model)).__name__ == "Sam2":
-        raise ExportError(
-            f"the {preset} preset writes SAM / MobileSAM layouts; its SAM 2.1 layout is not "
-            "written yet (export SAM 2.1 with format='onnx' and no preset)"
-        )
+        if preset == "webdemo":
+            raise ExportError(
+                "Meta's web demo runs SAM 1 decoders; export SAM 2.1 with preset='xanylabeling' "
+                "or 'cvat', or with format='onnx' and no preset"
+            )
+        return _sam2_preset(model, output_dir, preset, name, opset, samkit_requirement)
     sam, config, default_name = _unwrap(model)
     name = _check_name(name or default_name)
     if sam.image_size != TOOL_INPUT_SIZE:
@@ -286,6 +288,78 @@ def _webdemo(
         written["embedding"] = save_embedding_npy(
             sam, image, folder / "data" / f"{stem}_embedding.npy"
         )
+    return written
+
+
+# -- SAM 2 / 2.1 ----------------------------------------------------------------------------------
+def _sam2_preset(
+    model: Any,
+    output_dir: str | os.PathLike,
+    preset: str,
+    name: str | None,
+    opset: int,
+    requirement: str | None,
+) -> dict[str, Path]:
+    """The ``xanylabeling`` / ``cvat`` layouts of a SAM 2 model (module docstring)."""
+    from .. import __version__
+    from ..models.sam2 import Sam2
+    from . import cvat_sam2
+    from .sam2_onnx import IMAGENET_MEAN_255, IMAGENET_STD_255, _export_encoder
+    from .sam2_tools import export_sam2_tool_decoder, xanylabeling_sam2_yaml
+
+    sam = model if isinstance(model, Sam2) else getattr(model, "model", None)
+    config = getattr(model, "config", None)
+    if not isinstance(sam, Sam2):
+        raise ExportError(
+            f"cannot export a {type(sam).__name__}: pass a samkit.SAM or a samkit.models.Sam2"
+        )
+    if preset == "cvat" and config is None:
+        raise ExportError("the cvat preset needs a model with a known config (a samkit.SAM)")
+    ckpt = getattr(model, "checkpoint", None)
+    stem = Path(ckpt.path).stem if ckpt is not None and getattr(ckpt, "path", None) else None
+    name = _check_name(name or stem or getattr(model, "name", "sam2"))
+    top = max_opset()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
+        raise ExportError(f"opset must be an integer from {MIN_OPSET} to {top}, got {opset!r}")
+    out = _prepare_dir(output_dir)
+    base = GraphMeta(
+        fingerprint=weights_fingerprint(sam),
+        variant=getattr(model, "name", "sam2"),
+        image_size=sam.image_size,
+        pixel_mean=IMAGENET_MEAN_255,
+        pixel_std=IMAGENET_STD_255,
+    )
+    written: dict[str, Path] = {}
+    tmp = Path(tempfile.mkdtemp(prefix=".samkit-export-", dir=out))
+    try:
+        with _cpu_float32(sam), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer chatter
+            if preset == "cvat":
+                folder = out / f"{name}_cvat_sam2" / "nuclio"
+                folder.mkdir(parents=True, exist_ok=True)
+                written["weights"] = _write_weights(sam, config, folder / cvat.WEIGHTS_FILE, tmp)
+                files = cvat_sam2.function_files(
+                    name,
+                    f"Segment Anything 2 ({name}, samkit)",
+                    requirement or f"samkit=={__version__}",
+                )
+                written["function"] = _write_text(folder / "function.yaml", files["function.yaml"])
+                written["handler"] = _write_text(folder / "main.py", files["main.py"])
+                return written
+            _export_encoder(sam, tmp / "encoder.onnx", opset)
+            meta = replace(base, role="encoder")
+            written.update(
+                _finish(tmp / "encoder.onnx", out, name, "encoder", meta, f"{name}.encoder")
+            )
+            export_sam2_tool_decoder(sam, tmp / "decoder.onnx", opset)
+            meta = replace(base, role="decoder", mask_output="best")
+            written.update(
+                _finish(tmp / "decoder.onnx", out, name, "decoder", meta, f"{name}.decoder")
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    text = xanylabeling_sam2_yaml(name, written["encoder"].name, written["decoder"].name)
+    written["config"] = _write_text(out / f"{name}.yaml", text)
     return written
 
 

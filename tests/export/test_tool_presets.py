@@ -404,7 +404,9 @@ def test_preset_errors(tool_model, tmp_path):
     with pytest.raises(ExportError, match="opset must be"):
         tool_model.export("onnx", tmp_path, preset="webdemo", opset=9)
     sam2_like = SimpleNamespace(model=type("Sam2", (), {})())
-    with pytest.raises(ExportError, match="SAM 2.1 layout is not written yet"):
+    with pytest.raises(ExportError, match="web demo runs SAM 1"):
+        export_preset(sam2_like, tmp_path, "webdemo")
+    with pytest.raises(ExportError, match="cannot export a Sam2: pass a samkit.SAM"):
         export_preset(sam2_like, tmp_path, "xanylabeling")
     assert not list(tmp_path.iterdir())  # nothing written, not even a folder
 
