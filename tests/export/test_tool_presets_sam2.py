@@ -24,8 +24,8 @@ from samkit import SAM
 from samkit.errors import ExportError
 from samkit.predict.sam2_predictor import Sam2Predictor
 
-from .conftest import synthetic_image
-from .sam2_helpers import TINY
+from ..conftest import synthetic_image
+from ..sam2_helpers import TINY
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
