@@ -97,8 +97,8 @@ def check_config(config: Any) -> None:
             raise CheckpointError(f"encoder.img_size {size} must be a multiple of 32 (TinyViT)")
         _int("encoder.out_chans", enc.out_chans, 1, L["dim"])
         _int("encoder.num_classes", enc.num_classes, 0, L["classes"])
-    else:
-        raise CheckpointError(f"unknown encoder config {type(enc).__name__}")
+    else:  # another registered encoder kind: every size field positive and bounded
+        _check_generic(enc)
     td = _int("decoder.transformer_dim", dec.transformer_dim, 1, L["dim"])
     _int("decoder.depth", dec.depth, 1, L["depth"])
     rate = _int("decoder.attention_downsample_rate", dec.attention_downsample_rate, 1, td)
@@ -123,15 +123,35 @@ def check_config(config: Any) -> None:
         )
 
 
+def _check_generic(enc: Any) -> None:
+    """Bounds for an encoder config of a kind this module does not know field by field."""
+    import dataclasses
+
+    if not dataclasses.is_dataclass(enc):
+        return
+    for f in dataclasses.fields(enc):
+        value = getattr(enc, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if isinstance(v, int) and not 0 <= v <= 16 * LIMITS["dim"]:
+                raise CheckpointError(f"config field encoder.{f.name} = {v} is out of range")
+            if isinstance(v, float) and not (math.isfinite(v) and 0 <= v <= 1e6):
+                raise CheckpointError(f"config field encoder.{f.name} = {v} is out of range")
+
+
 def min_parameters(config: Any) -> int:
     """A lower bound on the parameter count of ``config`` (linear layers and embeddings only)."""
-    from .registry import ViTConfig
+    from .registry import TinyViTConfig, ViTConfig
 
     enc, dec = config.encoder, config.decoder
     if isinstance(enc, ViTConfig):
         d, grid = enc.embed_dim, enc.img_size // enc.patch_size
         n = enc.depth * int((4 + 2 * enc.mlp_ratio) * d * d) + grid * grid * d
         n += 3 * enc.patch_size**2 * d + d * enc.out_chans
+    elif not isinstance(enc, TinyViTConfig):
+        n = 0  # another encoder kind: its parameters are not counted
     else:
         n = sum(
             int((4 + 2 * enc.mlp_ratio) * dim * dim) * depth
