@@ -29,7 +29,7 @@ from PIL import Image
 
 from samkit import SamPredictor, auto_annotate
 from samkit.ops import rle_to_mask
-from samkit.seeded import seeded_model
+from samkit.zoo.seeded import seeded_model
 
 BOXES = np.array(
     [[40 + 55 * i, 30 + 35 * (i % 4), 140 + 55 * i, 170 + 35 * (i % 4)] for i in range(10)],

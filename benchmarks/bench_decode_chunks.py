@@ -19,10 +19,10 @@ import time
 import numpy as np
 import torch
 
-from samkit.decoding import upsample_region
-from samkit.predictor import SamPredictor
-from samkit.seeded import seeded_model
-from samkit.transforms import scale_boxes
+from samkit.predict.decode import upsample_region
+from samkit.predict.sam_predictor import SamPredictor
+from samkit.predict.transforms import scale_boxes
+from samkit.zoo.seeded import seeded_model
 
 
 def main() -> None:

@@ -35,8 +35,8 @@ from samkit.everything import resolve_dtype, segment_everything  # noqa: E402
 from samkit.ops.amg import build_point_grid, stability_score  # noqa: E402
 from samkit.ops.boxes import masks_to_boxes_xyxy  # noqa: E402
 from samkit.ops.rle import masks_to_rle_torch  # noqa: E402
-from samkit.predictor import SamPredictor  # noqa: E402
-from samkit.seeded import seeded_model  # noqa: E402
+from samkit.predict.sam_predictor import SamPredictor  # noqa: E402
+from samkit.zoo.seeded import seeded_model  # noqa: E402
 
 MODELS = ("mobile_sam", "sam_b", "sam_b+shapes")
 SHAPES_DECODER = ROOT / "tests" / "data" / "sam_b_shapes_decoder.pt"
@@ -151,7 +151,7 @@ def agreement(precision: str) -> None:
     fp32 embedding (computed once) and the decoder in ``precision``."""
     from PIL import Image
 
-    from samkit.automatic import SamAutomaticMaskGenerator
+    from samkit.everything.automatic import SamAutomaticMaskGenerator
     from samkit.ops.rle import rle_to_mask
     from tests.amg_reference import match_records
 

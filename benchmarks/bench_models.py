@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from samkit.benchmark import MODELS, format_table, run_benchmarks  # noqa: E402
+from samkit.cli.benchmark import MODELS, format_table, run_benchmarks  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from samkit import SAM, SamPredictor  # noqa: E402
 from samkit.export import export_onnx, weights_fingerprint  # noqa: E402
-from samkit.onnx_predictor import OnnxPredictor  # noqa: E402
-from samkit.registry import VARIANTS  # noqa: E402
+from samkit.export.onnx_predictor import OnnxPredictor  # noqa: E402
+from samkit.zoo.registry import VARIANTS  # noqa: E402
 
 
 def median_seconds(fn, runs: int) -> float:

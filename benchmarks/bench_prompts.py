@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from samkit import SAM
-from samkit.decoding import upsample_region
-from samkit.precision import autocast, device_has_native_bf16
-from samkit.transforms import scale_boxes
+from samkit.predict.decode import upsample_region
+from samkit.predict.precision import autocast, device_has_native_bf16
+from samkit.predict.transforms import scale_boxes
 
 
 def _timed(fn, repeat: int) -> list[float]:
@@ -152,7 +152,7 @@ def main() -> None:
 
 
 def _config(name: str):
-    from samkit.registry import get_variant
+    from samkit.zoo.registry import get_variant
 
     return get_variant(name).config
 

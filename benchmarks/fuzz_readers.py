@@ -34,10 +34,10 @@ TARGETS = ("checkpoint", "yolo", "coco")
 def _import_readers(target: str):
     """The reader under test (only its modules, so atheris instruments little else)."""
     if target == "checkpoint":
-        from samkit.checkpoints import read_checkpoint
+        from samkit.zoo.checkpoints import read_checkpoint
 
         return read_checkpoint
-    from samkit.datasets_io import CocoBoxes, _parse_yolo_line
+    from samkit.annotate.labels import CocoBoxes, _parse_yolo_line
 
     return _parse_yolo_line if target == "yolo" else CocoBoxes
 
@@ -82,7 +82,7 @@ def seeds(target: str) -> list[bytes]:
         import torch
         from safetensors.torch import save as st_save
 
-        from samkit.registry import DEMO_CONFIG
+        from samkit.zoo.registry import DEMO_CONFIG
 
         out = []
         buf = io.BytesIO()

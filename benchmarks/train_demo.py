@@ -5,7 +5,7 @@ Reproduces ``samkit/assets/samkit_demo.safetensors``:
     PYTHONPATH=$PWD nice -n 10 python benchmarks/train_demo.py --out samkit/assets/samkit_demo.safetensors
 
 1. writes a synthetic-shapes dataset (YOLO + COCO layout) with ``--seed``;
-2. trains :data:`samkit.registry.DEMO_CONFIG` from random weights with ``SAM.train`` (whole
+2. trains :data:`samkit.zoo.registry.DEMO_CONFIG` from random weights with ``SAM.train`` (whole
    model trainable: there is no pretrained encoder to keep);
 3. stores the best epoch as float16 safetensors (the positional-encoding matrix stays float32;
    loading casts to float32) with the architecture in the metadata;
@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from samkit import SAM
-from samkit.registry import DEMO_CONFIG
-from samkit.synthetic import write_shapes_dataset
+from samkit.data.synthetic import write_shapes_dataset
+from samkit.zoo.registry import DEMO_CONFIG
 
 HELDOUT_SEED = 20240601
 

@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image
 
 from samkit import SAM, VARIANTS, CheckpointError, SamPredictor
-from samkit.datasets import read_rgb
+from samkit.data.files import read_image
+from samkit.data.synthetic import make_shapes_image, write_shapes_dataset
 from samkit.ops.boxes import mask_to_box_xyxy
-from samkit.synthetic import make_shapes_image, write_shapes_dataset
 
 root = Path(__file__).resolve().parent.parent
 out_dir = root / "runs" / "quickstart"
@@ -39,7 +39,7 @@ else:
 model.info()
 
 if len(sys.argv) > 2:  # your image, prompted with a box around its central half
-    image = read_rgb(sys.argv[2])
+    image = read_image(sys.argv[2])
     h, w = image.shape[:2]
     truth = None
     boxes = np.array([[w / 4, h / 4, 3 * w / 4, 3 * h / 4]])

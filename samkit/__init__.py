@@ -7,6 +7,9 @@ The public API is imported lazily, so that ``import samkit`` is fast and torch-f
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
@@ -14,20 +17,20 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "SAM": "samkit.model",
-    "SamPredictor": "samkit.predictor",
-    "OnnxPredictor": "samkit.onnx_predictor",
-    "Predictor": "samkit.interactive",
+    "SamPredictor": "samkit.predict.sam_predictor",
+    "OnnxPredictor": "samkit.export.onnx_predictor",
+    "Predictor": "samkit.predict.predictor",
     "Results": "samkit.results",
-    "load_sources": "samkit.sources",
-    "SamAutomaticMaskGenerator": "samkit.automatic",
-    "segment_everything": "samkit.everything",
-    "EverythingOutput": "samkit.everything",
-    "ModelConfig": "samkit.registry",
-    "SegDataset": "samkit.datasets",
-    "load_dataset": "samkit.datasets",
-    "ValResults": "samkit.val",
-    "TrainResults": "samkit.train",
-    "VARIANTS": "samkit.registry",
+    "load_sources": "samkit.data.sources",
+    "SamAutomaticMaskGenerator": "samkit.everything.automatic",
+    "segment_everything": "samkit.everything.segment",
+    "EverythingOutput": "samkit.everything.segment",
+    "ModelConfig": "samkit.zoo.registry",
+    "SegDataset": "samkit.data.datasets",
+    "load_dataset": "samkit.data.datasets",
+    "ValResults": "samkit.train.val",
+    "TrainResults": "samkit.train.loop",
+    "VARIANTS": "samkit.zoo.registry",
     "SamkitError": "samkit.errors",
     "CheckpointError": "samkit.errors",
     "DownloadError": "samkit.errors",
@@ -36,11 +39,72 @@ _EXPORTS = {
     "ExportError": "samkit.errors",
     "DatasetError": "samkit.errors",
     "DependencyError": "samkit.errors",
-    "auto_annotate": "samkit.annotate",
-    "AnnotateSummary": "samkit.annotate",
+    "auto_annotate": "samkit.annotate.run",
+    "AnnotateSummary": "samkit.annotate.run",
 }
 
 __all__ = ["__version__", *_EXPORTS]
+
+# Module paths of the flat layout before the layers (old path -> module that holds the code
+# now): ``import samkit.predictor`` gives the very module ``samkit.predict.sam_predictor``.
+# samkit.annotate, samkit.cli, samkit.everything and samkit.train became packages that
+# re-export the old modules' public names.
+MOVED_MODULES = {
+    "samkit.inference": "samkit.pipeline",
+    "samkit.plotting": "samkit.ops.plotting",
+    "samkit.registry": "samkit.zoo.registry",
+    "samkit.checkpoints": "samkit.zoo.checkpoints",
+    "samkit.download": "samkit.zoo.download",
+    "samkit.seeded": "samkit.zoo.seeded",
+    "samkit.info": "samkit.zoo.info",
+    "samkit.geometry": "samkit.predict.geometry",
+    "samkit.transforms": "samkit.predict.transforms",
+    "samkit.prompts": "samkit.predict.prompts",
+    "samkit.device": "samkit.predict.device",
+    "samkit.precision": "samkit.predict.precision",
+    "samkit.fast_decode": "samkit.predict.fast_decode",
+    "samkit.validate": "samkit.predict.prompt_checks",
+    "samkit.runtime": "samkit.predict.threads",
+    "samkit.predictor": "samkit.predict.sam_predictor",
+    "samkit.interactive": "samkit.predict.predictor",
+    "samkit.predictor_base": "samkit.predict.base",
+    "samkit.decoding": "samkit.predict.decode",
+    "samkit.embeddings": "samkit.predict.embedding",
+    "samkit.everything_core": "samkit.everything.engine",
+    "samkit.automatic": "samkit.everything.automatic",
+    "samkit.sources": "samkit.data.sources",
+    "samkit.datasets": "samkit.data.datasets",
+    "samkit.synthetic": "samkit.data.synthetic",
+    "samkit.image_files": "samkit.data.files",
+    "samkit.annotate_writers": "samkit.annotate.writers",
+    "samkit.detectors": "samkit.annotate.detectors",
+    "samkit.datasets_io": "samkit.annotate.labels",
+    "samkit.val": "samkit.train.val",
+    "samkit.losses": "samkit.train.losses",
+    "samkit.onnx_predictor": "samkit.export.onnx_predictor",
+    "samkit.cli_args": "samkit.cli.args",
+    "samkit.cli_commands": "samkit.cli.commands",
+    "samkit.benchmark": "samkit.cli.benchmark",
+}
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolves an old module path of :data:`MOVED_MODULES` to the module that replaced it."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name in MOVED_MODULES:
+            return importlib.util.spec_from_loader(name, self)
+        return None
+
+    def create_module(self, spec: Any) -> Any:
+        return importlib.import_module(MOVED_MODULES[spec.name])
+
+    def exec_module(self, module: Any) -> None:
+        pass  # the target module is already executed
+
+
+if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
+    sys.meta_path.insert(0, _MovedModuleFinder())
 
 
 def __getattr__(name: str) -> Any:

@@ -8,17 +8,17 @@ from typing import Any
 
 import torch
 
-from .checkpoints import LoadedCheckpoint, build_sam
-from .device import resolve_device
-from .embeddings import EmbeddingCache
 from .errors import PromptError
-from .inference import ResultsList, ResultsStream, check_everything_params, run
-from .info import ModelInfo, model_info
-from .interactive import Predictor
 from .models import Sam
-from .prompts import parse_prompts
-from .registry import ModelConfig, match_variant
-from .seeded import seeded_state_dict
+from .pipeline import ResultsList, ResultsStream, check_everything_params, run
+from .predict.device import resolve_device
+from .predict.embedding import EmbeddingCache
+from .predict.predictor import Predictor
+from .predict.prompts import parse_prompts
+from .zoo.checkpoints import LoadedCheckpoint, build_sam
+from .zoo.info import ModelInfo, model_info
+from .zoo.registry import ModelConfig, match_variant
+from .zoo.seeded import seeded_state_dict
 
 # keyword arguments of SAM.__call__ besides the prompts (the rest go to segment-everything)
 _CALL_OPTIONS = ("batch", "vid_stride", "image_format", "max_pixels", "strict", "chunk_size")
@@ -235,8 +235,8 @@ class SAM:
         Prints a table (all / small / medium / large) and returns :class:`samkit.val.ValResults`.
         Keyword arguments go to :func:`samkit.val.validate` (``multimask``, ``max_images``, ...).
         """
-        from .datasets import load_dataset
-        from .val import SamBackend, validate
+        from .data.datasets import load_dataset
+        from .train.val import SamBackend, validate
 
         dataset = load_dataset(data, split, image_dir=image_dir)
         self.model.eval()
@@ -249,8 +249,8 @@ class SAM:
         Afterwards the model holds the best epoch's weights (``results.best``); returns
         :class:`samkit.train.TrainResults`.
         """
-        from .checkpoints import load_into, read_checkpoint
-        from .train import train_sam
+        from .train.loop import train_sam
+        from .zoo.checkpoints import load_into, read_checkpoint
 
         results = train_sam(self.model, self.config, data, **kwargs)
         ckpt = read_checkpoint(results.best)

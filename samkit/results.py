@@ -19,10 +19,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .data.safeio import safe_name, write_atomic
 from .errors import ImageError
 from .ops.polygons import mask_to_polygons, merge_polygons, normalize_polygon
 from .ops.rle import encode_coco_rle
-from .safeio import safe_name, write_atomic
 
 
 def masks_to_boxes_np(masks: np.ndarray) -> np.ndarray:
@@ -41,12 +41,6 @@ def masks_to_boxes_np(masks: np.ndarray) -> np.ndarray:
     out[:, 3] = h - 1 - rows[:, ::-1].argmax(axis=1)
     out[~nonempty] = 0
     return out
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    # a short temporary name (a long output name must not overflow the 255-byte limit), and an
-    # OSError (read-only folder, full disk) reported as OutputError naming ``path``
-    write_atomic(path, data)
 
 
 def _encode_image(image_bgr: np.ndarray, suffix: str) -> bytes:
@@ -271,7 +265,7 @@ class Results:
         Options: ``masks``, ``boxes``, ``prompts``, ``scores``, ``contours`` (bool),
         ``alpha``, ``line_width``, ``image_format`` (see :func:`samkit.plotting.plot_results`).
         """
-        from .plotting import plot_results
+        from .ops.plotting import plot_results
 
         return plot_results(self, **kwargs)
 
@@ -280,7 +274,7 @@ class Results:
         dest = Path(path) if path is not None else Path(f"results_{_safe_stem(self.path)}.png")
         suffix = dest.suffix.lower() or ".png"
         image = self.plot(**plot_kwargs, image_format="BGR")
-        _atomic_write(dest, _encode_image(image, suffix))
+        write_atomic(dest, _encode_image(image, suffix))
         return dest
 
     def save_masks(self, directory: str | os.PathLike, prefix: str | None = None) -> list[Path]:
@@ -296,7 +290,7 @@ class Results:
         paths = []
         for i, m in enumerate(self.masks):
             dest = out_dir / f"{name}_{i}.png"
-            _atomic_write(dest, _encode_image(m.astype(np.uint8) * 255, ".png"))
+            write_atomic(dest, _encode_image(m.astype(np.uint8) * 255, ".png"))
             paths.append(dest)
         return paths
 

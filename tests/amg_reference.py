@@ -20,7 +20,7 @@ from samkit.ops.amg import (
 from samkit.ops.boxes import masks_to_boxes_xyxy
 from samkit.ops.nms import nms
 from samkit.ops.regions import remove_small_regions
-from samkit.predictor import SamPredictor
+from samkit.predict.sam_predictor import SamPredictor
 
 
 def reference_generate(sam, image: np.ndarray, **kw) -> list[dict]:

@@ -11,7 +11,7 @@ from torch import nn
 
 from samkit import SamPredictor
 from samkit.ops import polygons_to_mask
-from samkit.transforms import scale_boxes
+from samkit.predict.transforms import scale_boxes
 
 from .conftest import synthetic_image, tiny_model
 

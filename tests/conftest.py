@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from samkit.registry import DecoderConfig, ModelConfig, TinyViTConfig, ViTConfig
-from samkit.seeded import seeded_model, seeded_state_dict
+from samkit.zoo.registry import DecoderConfig, ModelConfig, TinyViTConfig, ViTConfig
+from samkit.zoo.seeded import seeded_model, seeded_state_dict
 
 DATA = Path(__file__).parent / "data"
 

@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from samkit.datasets_io import CocoBoxes, _parse_yolo_line
-from samkit.detectors import MAX_CLASS_ID
+from samkit.annotate.detectors import MAX_CLASS_ID
+from samkit.annotate.labels import CocoBoxes, _parse_yolo_line
 from samkit.errors import DatasetError, PromptError
-from samkit.prompts import fit_prompts, parse_prompts
+from samkit.predict.prompts import fit_prompts, parse_prompts
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from samkit.errors import ImageError
+from samkit.ops.plotting import FOREGROUND_RGB
 from samkit.ops.polygons import polygons_to_mask
-from samkit.plotting import FOREGROUND_RGB
 from samkit.results import Results, masks_to_boxes_np
 
 from .conftest import synthetic_image
@@ -202,9 +202,9 @@ def test_results_and_sources_work_without_torch():
         import sys
         sys.modules["torch"] = None  # any import of torch now fails
         import numpy as np
-        import samkit.results, samkit.sources, samkit.prompts, samkit.plotting
+        import samkit.results, samkit.data.sources, samkit.predict.prompts, samkit.ops.plotting
         from samkit.results import Results
-        from samkit.sources import load_sources
+        from samkit.data.sources import load_sources
         img = np.zeros((40, 50, 3), np.uint8)
         m = np.zeros((1, 40, 50), bool); m[0, 5:20, 10:30] = True
         r = Results(img, "x", m, [0.9], prompt_points=np.array([[[12.0, 8.0]]]))
@@ -213,7 +213,7 @@ def test_results_and_sources_work_without_torch():
         assert r.plot().shape == (40, 50, 3) and r.to_json()
         (item,) = load_sources(img)
         assert item.ok
-        p = samkit.prompts.fit_prompts(samkit.prompts.parse_prompts(bboxes=[1, 2, 30, 30]), 40, 50)
+        p = samkit.predict.prompts.fit_prompts(samkit.predict.prompts.parse_prompts(bboxes=[1, 2, 30, 30]), 40, 50)
         assert p.n == 1
         assert "torch" not in {k for k, v in sys.modules.items() if v is not None}
         print("ok")

@@ -39,7 +39,8 @@ def export(
             f"unsupported export format {format!r}: samkit exports {', '.join(FORMATS)} "
             "(an image encoder + prompt decoder pair for onnxruntime and the annotation tools)"
         )
-    exporter = importlib.import_module("samkit.export.onnx").export_onnx
+    from .onnx import export_onnx as exporter
+
     accepted = [
         p.name for p in inspect.signature(exporter).parameters.values() if p.kind == p.KEYWORD_ONLY
     ]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..data.atomic import atomic_write
 from .spec import FORMAT_NAME, FORMAT_VERSION, MASK_OUTPUT_COUNTS, GraphMeta
 
 _ELEM_TYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
@@ -98,16 +97,5 @@ def write_metadata(
 ) -> Path:
     """Write the metadata JSON atomically (temp file in the same folder, then rename)."""
     doc = describe_export(written, base, config, opset, mask_output, verification)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(doc, indent=2) + "\n")
     return path

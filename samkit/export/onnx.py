@@ -25,7 +25,7 @@ import torch
 
 from ..errors import ExportError, SamkitError
 from ..models import Sam
-from ..registry import ModelConfig, infer_config, match_variant
+from ..zoo.registry import ModelConfig, infer_config, match_variant
 from .graphs import DecoderGraph, EncoderGraph
 from .metadata import write_metadata
 from .spec import (

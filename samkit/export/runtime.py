@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExportError
-from ..geometry import PIXEL_MEAN, PIXEL_STD
+from ..predict.geometry import PIXEL_MEAN, PIXEL_STD
 from .spec import DECODER_INPUTS, DECODER_OUTPUTS, GraphMeta
 
 _MASK_OUTPUT_BY_COUNT = {4: "all", 3: "multi", 1: "single"}  # for graphs without samkit metadata

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ExportError
-from ..geometry import normalize_and_pad, resize_longest_side
 from ..models import Sam
+from ..predict.geometry import normalize_and_pad, resize_longest_side
 
 EMBEDDING_REL_TOL = 1e-3  # max |onnx - torch| / max |torch| of the image embedding
 MASK_AGREEMENT_MIN = 0.99  # fraction of equal mask pixels, per prompt and mask
@@ -72,9 +72,9 @@ def verify_export(sam: Sam, written: dict[str, Path], image: np.ndarray | None =
         import onnxruntime as ort
     except ImportError as e:
         raise ExportError("verify needs onnxruntime: pip install 'samkit[onnx]'") from e
-    from ..onnx_predictor import OnnxPredictor
-    from ..predictor import SamPredictor
+    from ..predict.sam_predictor import SamPredictor
     from .onnx import pixel_stats
+    from .onnx_predictor import OnnxPredictor
 
     image = probe_image(sam.image_size) if image is None else image
     predictor = SamPredictor(sam)

@@ -14,13 +14,14 @@ whose logit is within ~1e-6 of a threshold.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["UpsamplePlan", "mask_stats", "upsample_logits", "upsample_masks"]
+__all__ = ["UpsamplePlan", "mask_stats", "upsample_logits", "upsample_masks", "upsample_region"]
 
 _WIN = 3  # taps per axis span at most 3 low-res samples
 
@@ -271,13 +272,49 @@ def upsample_masks(plan: UpsamplePlan, logits: torch.Tensor, threshold: float) -
     return masks
 
 
+def upsample_region(s: int, input_size: tuple[int, int], image_size: int) -> tuple[int, int]:
+    """``(rows, cols)`` of ``s x s`` low-res logits that :func:`upsample_logits` reads for an
+    image resized to ``input_size`` inside the ``image_size`` model input (all when ``s`` does
+    not divide ``image_size``)."""
+    if image_size % s:
+        return s, s
+    f = image_size // s
+    return min(s, math.ceil(input_size[0] / f) + 1), min(s, math.ceil(input_size[1] / f) + 1)
+
+
 def upsample_logits(
     logits: torch.Tensor,
     image_size: int,
     input_size: tuple[int, int],
     output_size: tuple[int, int],
+    *,
+    frame: int | None = None,
+    mode: str = "via_input",
 ) -> torch.Tensor:
-    """The reference's dense path: ``... x C x h x w`` low-res logits -> ``... x C x H x W``."""
-    x = F.interpolate(logits, (image_size, image_size), mode="bilinear", align_corners=False)
+    """``B x C x s x s`` low-res logits -> ``B x C x H x W`` logits at ``output_size``.
+
+    ``mode="via_input"`` (SAM v1): bilinear to the ``image_size`` model input, crop the padding
+    (``input_size`` is the resized image before padding), bilinear to ``output_size``; the first
+    step computes only the rows and columns the crop keeps (with an integer factor
+    ``image_size / s`` and a one-sample margin every kept pixel has the same neighbours and
+    weights, so the values equal the dense computation bit for bit). ``frame``: the side ``s``
+    of the low-res frame when ``logits`` holds only its :func:`upsample_region`.
+    ``mode="direct"`` (SAM 2): one bilinear resize to ``output_size``. ``align_corners=False``.
+    """
+    if mode == "direct":
+        return F.interpolate(logits, output_size, mode="bilinear", align_corners=False)
+    if mode != "via_input":
+        raise ValueError(f"mode must be 'via_input' or 'direct', got {mode!r}")
+    s = logits.shape[-1] if frame is None else frame
+    if image_size % s or logits.shape[-2] != logits.shape[-1] and frame is None:
+        x = F.interpolate(logits, (image_size, image_size), mode="bilinear", align_corners=False)
+    else:
+        rows, cols = upsample_region(s, input_size, image_size)
+        x = F.interpolate(
+            logits[..., :rows, :cols],
+            scale_factor=image_size // s,
+            mode="bilinear",
+            align_corners=False,
+        )
     x = x[..., : input_size[0], : input_size[1]]
     return F.interpolate(x, output_size, mode="bilinear", align_corners=False)

@@ -43,7 +43,7 @@ def demo():
 
 
 def demo_state() -> tuple[dict[str, torch.Tensor], dict]:
-    from samkit.registry import DEMO_CONFIG
+    from samkit.zoo.registry import DEMO_CONFIG
 
     return {k: v.clone() for k, v in demo().model.state_dict().items()}, DEMO_CONFIG.to_dict()
 

@@ -55,7 +55,7 @@ from tests.corpus.outputs import download_cases, output_cases
 def checkpoint_cases(root: Path) -> list[Case]:
     from safetensors.torch import save_file
 
-    from samkit.registry import VARIANTS
+    from samkit.zoo.registry import VARIANTS
 
     d = root / "checkpoint"
     d.mkdir(parents=True)
@@ -243,7 +243,7 @@ def image_cases(root: Path, server) -> list[Case]:
         )  # fmt: skip
     )
 
-    from samkit.sources import load_image
+    from samkit.data.sources import load_image
 
     drip_url = server.url("/drip.png")
     server.routes["/drip.png"] = drip(png_bytes(), 0.2)

@@ -262,7 +262,7 @@ def output_cases(root: Path) -> list[Case]:
 
 # -- downloads -------------------------------------------------------------------------------
 def download_cases(root: Path, server) -> list[Case]:
-    from samkit.download import WeightsFile, download_file, ensure_weights
+    from samkit.zoo.download import WeightsFile, download_file, ensure_weights
 
     d = root / "download"
     cases = []

@@ -1,0 +1,7 @@
+"""``python -m samkit.cli`` runs the command line (as ``python -m samkit`` does)."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,2 @@
+"""Inputs: image sources and reading, image files on disk, segmentation datasets, synthetic
+shapes. No models here."""

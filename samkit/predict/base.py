@@ -1,0 +1,221 @@
+"""What the torch and onnxruntime predictors share: the prompt API, on top of a few hooks.
+
+Torch-free (the onnxruntime predictor builds on it where torch is not installed).
+
+- :class:`MetaPredictMixin`: the current image's embedding and sizes, and Meta's
+  ``predict(point_coords, point_labels, box, mask_input, ...)`` with the checks of
+  :mod:`samkit.validate`; a predictor implements :meth:`_predict_checked`.
+- :class:`ResultsPredictMixin`: ``set_image``, ``predictor(bboxes=, points=, labels=, masks=)``
+  and :meth:`predict_prompts` returning :class:`~samkit.results.Results`; a predictor implements
+  ``set_rgb`` and ``decode_fitted``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..data.sources import load_image
+from ..errors import PromptError
+from ..results import Results
+from .prompt_checks import ObjectPrompt, check_prompt
+from .prompts import Prompts, fit_prompts, parse_prompts
+
+
+class MetaPredictMixin:
+    """Meta's ``SamPredictor.predict`` for a predictor with an image set.
+
+    Holds the current image as ``features`` (``1 x C x h x w`` embedding), ``original_size``
+    ``(H, W)``, ``input_size`` (``(h, w)`` after the long-side resize) and ``is_image_set``.
+    The predictor provides ``mask_input_size`` (``h, w`` of the low-res logits) and
+    :meth:`_predict_checked`.
+    """
+
+    is_image_set: bool
+    original_size: tuple[int, int] | None
+    input_size: tuple[int, int] | None
+    mask_input_size: tuple[int, int]
+
+    def reset_image(self) -> None:
+        """Forget the current image and its embedding."""
+        self._hold_embedding(None, None, None)
+
+    def _hold_embedding(
+        self,
+        features: Any,
+        original_size: tuple[int, int] | None,
+        input_size: tuple[int, int] | None,
+        high_res_feats: Any = None,
+    ) -> None:
+        """Make ``features`` of an ``original_size`` image the current one (None: no image);
+        ``high_res_feats``: the extra maps of encoders that have them (SAM 2), else None."""
+        self.features = features
+        self.high_res_feats = high_res_feats
+        self.original_size = original_size
+        self.input_size = input_size
+        self.is_image_set = features is not None
+
+    def get_image_embedding(self) -> Any:
+        """The cached embedding, ``1 x C x h x w``."""
+        self._require_image()
+        return self.features
+
+    def _require_image(self) -> None:
+        if not self.is_image_set:
+            raise PromptError("no image is set: call set_image(image) before prompting")
+
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for one object from prompts in original-image pixels.
+
+        Args:
+            point_coords: ``N x 2`` (x, y) points. point_labels: ``N`` (1 fg, 0 bg).
+            box: ``4`` XYXY box. mask_input: ``1 x 256 x 256`` low-res logits of an earlier call.
+            multimask_output: 3 masks (True) or 1.
+            return_logits: return the mask logits (float32) instead of bool masks.
+        Returns:
+            ``(masks C x H x W bool (float32 logits if return_logits), iou C,
+            low_res_logits C x 256 x 256)`` with C = 3 when ``multimask_output`` else 1.
+        Raises:
+            PromptError: no image is set, or a prompt is malformed (see :mod:`samkit.validate`).
+        """
+        self._require_image()
+        prompt = check_prompt(point_coords, point_labels, box, mask_input, self.mask_input_size)
+        return self._predict_checked(prompt, multimask_output, return_logits)
+
+    def _predict_checked(
+        self, prompt: ObjectPrompt, multimask_output: bool, return_logits: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`predict` for prompts already checked against the current image."""
+        raise NotImplementedError
+
+
+class ResultsPredictMixin(MetaPredictMixin):
+    """Ultralytics-style prompting returning :class:`Results`, plus Meta's ``predict``.
+
+    The predictor provides ``image_format``, ``original_size`` ``(H, W)``, ``set_rgb(image_rgb,
+    path)`` and ``decode_fitted(fitted, multimask_output)``; it keeps the current image with
+    :meth:`_set_source`.
+    """
+
+    image_format: str
+    original_size: tuple[int, int] | None
+    #: Appended to the "no prompt given" error.
+    no_prompt_hint: str = ""
+
+    def set_image(self, image: Any, image_format: str | None = None) -> None:
+        """Encode ``image`` (path, URL, ``H x W x 3`` NumPy array in ``image_format``, PIL)."""
+        rgb = load_image(image, image_format or self.image_format)
+        path = str(image) if isinstance(image, str) or hasattr(image, "__fspath__") else "image0"
+        self.set_rgb(rgb, path)
+
+    def set_rgb(self, image_rgb: np.ndarray, path: str = "image0", frame: int | None = None):
+        raise NotImplementedError
+
+    def _set_source(
+        self, image_rgb: np.ndarray | None, path: str = "image0", frame: int | None = None
+    ) -> None:
+        """Remember the current image (``H x W x 3`` RGB uint8), where it came from and its frame."""
+        self.image_rgb, self.path, self.frame = image_rgb, path, frame
+        self._image_bgr: np.ndarray | None = None  # made on first use, shared by all calls
+
+    @property
+    def image_bgr(self) -> np.ndarray:
+        """The current image, ``H x W x 3`` uint8 BGR (what ``Results.orig_img`` holds)."""
+        if self._image_bgr is None:
+            self._image_bgr = np.ascontiguousarray(self.image_rgb[..., ::-1])
+        return self._image_bgr
+
+    def __call__(
+        self,
+        bboxes: Any = None,
+        points: Any = None,
+        labels: Any = None,
+        masks: Any = None,
+        multimask_output: bool = False,
+    ) -> Results:
+        """Masks for the prompts (original-image pixels; see :func:`samkit.prompts.parse_prompts`).
+
+        ``bboxes`` ``(N, 4)`` XYXY; ``points`` ``(N, 2)`` or ``(N, K, 2)`` with ``labels``;
+        ``masks`` ``(N, H, W)`` binary or ``(N, 256, 256)`` logits. With
+        ``multimask_output=True`` each prompt gives 3 masks (``Results.prompt_index`` says which
+        prompt; ``Results.best()`` keeps the best one per prompt).
+        """
+        prompts = parse_prompts(bboxes, points, labels, masks)
+        if prompts.empty:
+            raise PromptError(
+                f"no prompt given: pass bboxes=, points= or masks={self.no_prompt_hint}"
+            )
+        return self.predict_prompts(prompts, multimask_output)
+
+    def stream(
+        self,
+        bboxes: Any = None,
+        points: Any = None,
+        labels: Any = None,
+        masks: Any = None,
+        multimask_output: bool = False,
+        *,
+        chunk: int = 256,
+        progress: bool = False,
+    ) -> Iterator[Results]:
+        """Like calling the predictor, but yields one :class:`Results` per ``chunk`` prompts, so
+        memory stays bounded for any number of prompts (10,000 boxes on a 1280 x 720 image:
+        ~240 MB of masks per chunk of 256 instead of 9 GB at once). ``prompt_index`` counts
+        from the first prompt of the call; ``progress`` shows a bar on stderr. All prompts are
+        checked before the first chunk is decoded."""
+        if int(chunk) < 1:
+            raise PromptError(f"chunk must be a positive integer, got {chunk!r}")
+        prompts = parse_prompts(bboxes, points, labels, masks)
+        if prompts.empty:
+            raise PromptError(
+                f"no prompt given: pass bboxes=, points= or masks={self.no_prompt_hint}"
+            )
+        self._require_image()
+        h, w = self.original_size
+        fitted = fit_prompts(prompts, h, w, self.mask_input_size[0])
+        return self._stream(fitted, multimask_output, int(chunk), progress)
+
+    def _stream(self, fitted: Prompts, multimask_output: bool, chunk: int, progress: bool):
+        from tqdm import tqdm
+
+        with tqdm(total=fitted.n, unit="prompt", disable=not progress, file=sys.stderr) as bar:
+            for start in range(0, fitted.n, chunk):
+                part = self.decode_fitted(fitted.take(start, start + chunk), multimask_output)
+                part.prompt_index = part.prompt_index + start
+                bar.update(min(chunk, fitted.n - start))
+                yield part
+
+    def predict_prompts(self, prompts: Prompts, multimask_output: bool = False) -> Results:
+        """Decode parsed :class:`Prompts` (checked against the current image) into Results."""
+        self._require_image()
+        h, w = self.original_size
+        fitted = fit_prompts(prompts, h, w, self.mask_input_size[0])
+        return self.decode_fitted(fitted, multimask_output)
+
+    def decode_fitted(self, fitted: Prompts, multimask_output: bool = False) -> Results:
+        """Decode prompts already checked against the current image by ``fit_prompts``."""
+        raise NotImplementedError
+
+    def _results(self, fitted: Prompts, decode_ms: float, **outputs: Any) -> Results:
+        """Results of the current image for ``fitted`` prompts; ``outputs``: masks, scores, ..."""
+        return Results(
+            orig_img=self.image_bgr,
+            path=self.path,
+            prompt_points=fitted.points,
+            prompt_labels=fitted.labels,
+            prompt_boxes=fitted.boxes,
+            frame=self.frame,
+            speed={"decode": decode_ms},
+            **outputs,
+        )
