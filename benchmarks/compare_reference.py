@@ -140,6 +140,14 @@ def _fmt_s(x: float | None) -> str:
     return f"{x * 1e3:.1f} ms" if x < 1 else f"{x:.2f} s"
 
 
+def _note(note: str | None) -> str | None:
+    """A note fit for a table cell: first line, at most 60 characters."""
+    if not note:
+        return None
+    line = note.strip().splitlines()[0].replace("|", "/")
+    return line if len(line) <= 60 else line[:57] + "..."
+
+
 def format_table(result: dict) -> str:
     m = result["machine"]
     peak = m.get("matmul_peak_gflops", {})
@@ -158,8 +166,8 @@ def format_table(result: dict) -> str:
     ]
     for r in result["rows"]:
         ref = r.get("reference_s")
-        ref_txt = r["notes"].get("reference") or _fmt_s(ref)
-        sk_txt = r["notes"].get("samkit") or _fmt_s(r.get("samkit_s"))
+        ref_txt = _note(r["notes"].get("reference")) or _fmt_s(ref)
+        sk_txt = _note(r["notes"].get("samkit")) or _fmt_s(r.get("samkit_s"))
         if "ratio" in r:
             ratio = f"{r['ratio']:.1f}x"
         elif "ratio_at_least" in r:

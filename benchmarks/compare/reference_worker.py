@@ -155,8 +155,13 @@ def _run(entry: dict, task: str, req: dict):
             return lambda: pred(bboxes=boxes[:1].tolist())
         if task == "boxes":
             return lambda: pred(bboxes=boxes.tolist())
-        if task == "everything":  # model(image, **kw): a fresh encode, then generate()
-            return lambda: entry["model"](bgr, verbose=False, **req.get("params", {}))
+        if task == "everything":
+            params = req.get("params", {})
+            if not params:  # model(image): the call of Ultralytics' comparison table
+                return lambda: entry["model"](bgr, verbose=False)
+            # SAMPredictor(...)(source, points_stride=..., crop_n_layers=...): the page's way to
+            # pass generator arguments (model(...) rejects them); a fresh encode each call
+            return lambda: (pred.reset_image(), pred(source=bgr, **params))
     if family in ("ul_yolo", "ul_fastsam") and task == "everything":
         bgr = np.ascontiguousarray(rgb[..., ::-1])
         return lambda: entry["model"](bgr, verbose=False, **req.get("params", {}))
