@@ -95,6 +95,7 @@ def test_source_and_set_prompts(demo, image_file):
     np.testing.assert_array_equal(r.masks, ref.masks)
 
 
+@pytest.mark.slow
 def test_segment_everything_uses_generates_arguments_and_defaults(demo, image_file):
     predictor = _predictor(demo)  # conf 0.25, stability_score_offset 0.95 (Ultralytics)
     results = predictor(source=str(image_file), crop_n_layers=1, points_stride=6)

@@ -43,6 +43,7 @@ class _FakeGenerator:
         return []
 
 
+@pytest.mark.slow
 def test_in_process_run_on_a_tiny_model(monkeypatch, tmp_path):
     config = ModelConfig(replace(TINY_VIT.encoder, out_chans=64), TINY_VIT.decoder)
     monkeypatch.setattr(benchmark, "_build", lambda model, ckpt: (tiny_model(config), config, 2e9))

@@ -115,6 +115,7 @@ def test_bf16_agreement(shapes_decoder_sam):
         PointDecoder(sam, torch.float16)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("multimask", [False, True])
 @pytest.mark.parametrize("kind", ["boxes", "points", "box_and_points"])
 def test_decode_sparse_equals_module_decoder(kind, multimask, shapes_decoder_sam):

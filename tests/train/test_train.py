@@ -106,6 +106,7 @@ def test_short_fine_tuning_raises_val_miou(tmp_path):
         assert torch.equal(v, loaded.model.state_dict()[k]), k
 
 
+@pytest.mark.slow
 def test_training_from_scratch_lowers_the_loss(shapes64, tmp_path):
     torch.manual_seed(0)
     model = SAM.from_config(MICRO)
@@ -170,6 +171,7 @@ def test_bad_training_arguments(shapes64, tmp_path):
     assert np.isfinite(model.val(only_val, "point", verbose=False).miou)
 
 
+@pytest.mark.slow
 def test_resume_continues_an_interrupted_run_exactly(shapes64, tmp_path, monkeypatch):
     import samkit.train.loop as train_loop
 

@@ -39,6 +39,7 @@ def test_demo_loads_offline_from_the_package(demo, monkeypatch, tmp_path):
     assert all(p.dtype == torch.float32 for p in demo.model.parameters())
 
 
+@pytest.mark.slow
 def test_demo_segments_held_out_shapes(demo, tmp_path):
     data = write_shapes_dataset(tmp_path / "heldout", n_train=0, n_val=20, seed=HELDOUT_SEED)
     box = demo.val(data, "box", verbose=False)
