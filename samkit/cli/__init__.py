@@ -1,6 +1,6 @@
 """The ``samkit`` command line: :mod:`.main` (entry point), :mod:`.args` (parsing),
 :mod:`.commands` (subcommands), :mod:`.benchmark` (``samkit benchmark``)."""
 
-from .main import main
+from .main import main, run
 
-__all__ = ["main"]
+__all__ = ["main", "run"]

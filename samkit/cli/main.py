@@ -150,11 +150,17 @@ def _top_help() -> str:
     return "\n".join(lines)
 
 
+def run() -> int:
+    """The ``samkit`` program: :func:`main` on ``sys.argv`` with the default SIGPIPE action, so
+    that ``samkit ... | head`` ends quietly like other command-line tools. (:func:`main` itself
+    leaves the process's signal handlers alone: it is also called in-process.)"""
+    if hasattr(signal, "SIGPIPE") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    return main()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if hasattr(signal, "SIGPIPE") and threading.current_thread() is threading.main_thread():
-        # `samkit ... | head` ends quietly, like other command-line tools
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):

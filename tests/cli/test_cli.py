@@ -370,3 +370,15 @@ def test_seed_writes_a_stand_in_checkpoint_that_loads_under_its_official_name(tm
     assert [p.name for p in tmp_path.iterdir()] == ["mobile_sam.pt"]  # no temporary left
     r = run("seed", "model=sam_x")
     assert r.returncode == 2 and "give one of sam_b, sam_l, sam_h, mobile_sam" in r.stderr
+
+
+def test_main_in_process_leaves_sigpipe_alone(capsys):
+    """Only the program (``run``) takes the default SIGPIPE action; ``main`` called in-process
+    must not change the caller's handler (a later write to a closed socket would kill it)."""
+    import signal
+
+    from samkit.cli import main
+
+    before = signal.getsignal(signal.SIGPIPE)
+    assert main(["--version"]) == 0
+    assert signal.getsignal(signal.SIGPIPE) == before
