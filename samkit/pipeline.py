@@ -231,6 +231,8 @@ def _everything(predictor: Predictor, item: SourceItem, params: dict[str, Any]) 
     if isinstance(predictor.model, Sam2):  # SAM 2's generator semantics and defaults
         from .everything.sam2 import segment_everything_sam2
 
+        # SAM 2's generator has no progress report: verbose= is accepted and has no effect there
+        params = {k: v for k, v in params.items() if k != "verbose"}
         with autocast(predictor.model.device, predictor.dtype):
             out = segment_everything_sam2(predictor.sam_predictor, item.image, **params)
     else:

@@ -159,7 +159,7 @@ def test_hiera_t_onnx_matches_meta_fixture(tmp_path):
     from samkit.export.onnx_sam2_predictor import Sam2OnnxPredictor
     from samkit.zoo.sam2 import size_config
 
-    from .sam2_helpers import seeded_sam2
+    from ..sam2_helpers import seeded_sam2
 
     torch.set_num_threads(1)
     model = SAM.from_module(seeded_sam2(size_config("t")), size_config("t"), precision="fp32")

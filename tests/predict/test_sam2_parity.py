@@ -156,7 +156,7 @@ def test_dynamic_fallback_matches_reference_branches(low_level, ref):
 @pytest.fixture(scope="module", params=ARCHS)
 def high_level(request, image, tmp_path_factory):
     """``SAM(path)`` from a seeded checkpoint in Meta's layout, fp32."""
-    from .sam2_helpers import meta_checkpoint
+    from ..sam2_helpers import meta_checkpoint
 
     arch = request.param
     path = tmp_path_factory.mktemp("ckpt") / f"renamed_{arch}.pt"

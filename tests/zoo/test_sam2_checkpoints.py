@@ -51,7 +51,7 @@ def test_parameter_counts_match_meta():
     """Image-model tensor counts equal those of Meta's model (keys_sam2.1.json)."""
     import json
 
-    from .sam2_helpers import DATA
+    from ..sam2_helpers import DATA
 
     counts = json.loads((DATA / "video_keys_sam2.1.json").read_text())["image_keys"]
     for arch, size in (("hiera_t", "t"), ("hiera_s", "s"), ("hiera_b+", "b+"), ("hiera_l", "l")):
