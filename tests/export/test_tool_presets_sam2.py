@@ -153,7 +153,7 @@ def _predictor_on(model, tensor, hw):
         embed, high_res = model.model.encode(torch.from_numpy(tensor))
     p = Sam2Predictor(model.model)
     s = model.model.image_size
-    p.set_embedding(Sam2Embedding(embed, tuple(high_res), hw, (s, s)))
+    p.set_embedding(Sam2Embedding(embed, hw, (s, s), high_res_feats=tuple(high_res)))
     return p
 
 

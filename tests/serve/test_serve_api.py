@@ -344,11 +344,11 @@ def test_failed_write_keeps_saved_annotations(site, monkeypatch):
     real = writers.atomic_write
     calls = {"n": 0}
 
-    def flaky(path, data, tmp_dir):
+    def flaky(path, data, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:  # after the per-image record, before the label file
             raise OSError(28, "No space left on device")
-        return real(path, data, tmp_dir)
+        return real(path, data, *args, **kwargs)
 
     monkeypatch.setattr(writers, "atomic_write", flaky)
     monkeypatch.setattr("samkit.serve.store.atomic_write", flaky)
