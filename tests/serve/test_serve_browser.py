@@ -154,10 +154,10 @@ def test_annotate_in_chromium(live):
             page.mouse.move(box["x"] + x1, box["y"] + y1, steps=3)
             page.mouse.up()
             page.wait_for_function("window.samkit.candidates.length === 1", timeout=30000)
-            assert page.evaluate("window.samkit.predict.prompts.box") is not None
+            assert page.evaluate("window.samkit.prompts.box") is not None
             page.click("#undo")
             page.wait_for_function(
-                "window.samkit.predict.prompts.box === null && window.samkit.candidates.length === 0"
+                "window.samkit.prompts.box === null && window.samkit.candidates.length === 0"
             )
             assert page.evaluate("window.samkit.objects.length") == 1  # the object stays
 
