@@ -41,6 +41,7 @@ from ..ops.amg import (
 from ..ops.boxes import masks_to_boxes_xyxy
 from ..ops.nms import nms
 from ..ops.rle import area_from_rle, masks_to_rle_torch, rle_to_coco, rle_to_mask
+from ..predict.sam2_fast_decode import Sam2PointDecoder
 from ..predict.sam2_predictor import LOW_RES_CLAMP, Sam2Predictor
 
 #: masks upsampled to full size at a time (bounds the float logits in memory)
@@ -169,6 +170,7 @@ class Sam2AutomaticMaskGenerator:
         x0, y0, x1, y1 = crop
         cropped = np.ascontiguousarray(image[y0:y1, x0:x1])
         self.predictor.set_image(cropped)
+        fast = self._point_decoder()
         ch, cw = cropped.shape[:2]
         points = torch.as_tensor(
             self.point_grids[layer] * np.array([[cw, ch]]), dtype=torch.float32
@@ -177,7 +179,7 @@ class Sam2AutomaticMaskGenerator:
         masks, ious, stabs, boxes, pts = [], [], [], [], []
         for start in range(0, len(points), p.points_per_batch):
             batch = points[start : start + p.points_per_batch]
-            out = self._process_batch(batch, (ch, cw), crop, orig_size, size)
+            out = self._process_batch(batch, (ch, cw), crop, orig_size, size, fast)
             for acc, part in zip((masks, ious, stabs, boxes, pts), out):
                 acc.append(part)
         self.predictor.reset_image()
@@ -209,6 +211,7 @@ class Sam2AutomaticMaskGenerator:
         crop: list[int],
         orig_size: tuple[int, int],
         size: int,
+        fast: Sam2PointDecoder | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """One batch of grid points -> (masks, iou, stability, boxes XYXY in the crop, points)
         of the masks that pass the filters."""
@@ -216,16 +219,23 @@ class Sam2AutomaticMaskGenerator:
         pred = self.predictor
         ch, cw = crop_size
         in_points = points / torch.tensor([cw, ch], dtype=torch.float32) * size
-        labels = torch.ones((len(points), 1), dtype=torch.int)
-        low, iou = pred.decode(in_points[:, None], labels, multimask_output=p.multimask_output)
-        c = low.shape[1]
-        low, iou = low.flatten(0, 1), iou.flatten(0, 1)
-        pts = points.repeat_interleave(c, dim=0)
-        if p.use_m2m:
-            low, iou = self._refine_m2m(in_points.repeat_interleave(c, dim=0), low)
-        if p.pred_iou_thresh > 0:
-            keep = iou > p.pred_iou_thresh
-            low, iou, pts = low[keep], iou[keep], pts[keep]
+        if fast is not None:
+            # IoU first; low-res logits only for the masks that pass it
+            thresh = p.pred_iou_thresh if p.pred_iou_thresh > 0 else None
+            iou, keep, low = fast.decode(in_points, iou_threshold=thresh)
+            pts = points.repeat_interleave(iou.shape[1], dim=0)[keep.flatten()]
+            iou = iou[keep]
+        else:
+            labels = torch.ones((len(points), 1), dtype=torch.int)
+            low, iou = pred.decode(in_points[:, None], labels, multimask_output=p.multimask_output)
+            c = low.shape[1]
+            low, iou = low.flatten(0, 1), iou.flatten(0, 1)
+            pts = points.repeat_interleave(c, dim=0)
+            if p.use_m2m:
+                low, iou = self._refine_m2m(in_points.repeat_interleave(c, dim=0), low)
+            if p.pred_iou_thresh > 0:
+                keep = iou > p.pred_iou_thresh
+                low, iou, pts = low[keep], iou[keep], pts[keep]
         out_masks, out_iou, out_stab, out_boxes, out_pts = [], [], [], [], []
         h, w = orig_size
         for g in range(0, len(low), UPSAMPLE_GROUP):
@@ -254,6 +264,19 @@ class Sam2AutomaticMaskGenerator:
                 torch.zeros((0, 2)),
             )
         return tuple(torch.cat(x) for x in (out_masks, out_iou, out_stab, out_boxes, out_pts))
+
+    def _point_decoder(self) -> Sam2PointDecoder | None:
+        """The shared-work point decoder set to the current image, where it computes what the
+        module decoder would (three masks per point, no mask-to-mask refinement), else None."""
+        p = self.params
+        pred = self.predictor
+        if p.use_m2m or not p.multimask_output:
+            return None
+        if getattr(self, "_fast", None) is None or self._fast_model is not pred.model:
+            self._fast = Sam2PointDecoder(pred.model)
+            self._fast_model = pred.model
+        self._fast.set_features(pred.features, pred.high_res)
+        return self._fast
 
     def _refine_m2m(
         self, in_points: torch.Tensor, low: torch.Tensor
