@@ -254,11 +254,18 @@ class PointDecoder:
                 rests.append(UpscaleRest(tokens.clone(), hyper, axis, start))
         return torch.cat(logits), torch.cat(ious), UpscaleRest.cat(rests) if rests else None
 
-    def _sparse_chunks(self, sparse: torch.Tensor, multimask_output: bool, chunk: int | None):
+    def _sparse_chunks(
+        self, sparse: torch.Tensor, multimask_output: bool | list[int], chunk: int | None
+    ):
         """Per ``chunk`` prompts: ``(image tokens R x N x C, hypernetwork outputs R x M x C/8,
-        iou R x M)``, everything before the output upscaling (callers check the features)."""
+        iou R x M)``, everything before the output upscaling (callers check the features).
+        ``multimask_output``: the multimask tokens, else the single-mask one; or a list of
+        mask token indices."""
         dec = self.dec
-        indices = self.token_indices if multimask_output else [0]
+        if isinstance(multimask_output, list):
+            indices = multimask_output
+        else:
+            indices = self.token_indices if multimask_output else [0]
         # the IoU token, then the requested mask tokens
         sel = [self.iou_index] + [self.mask_offset + t for t in indices]
         step = max(1, int(chunk or self.chunk))

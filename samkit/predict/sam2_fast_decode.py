@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..models.sam2 import Sam2
+from ..models.sam2_decoder import select_masks
 from .fast_decode import PointDecoder
 
 __all__ = ["Sam2PointDecoder"]
@@ -89,12 +90,44 @@ class Sam2PointDecoder(PointDecoder):
         out = out.float()
         return torch.cat([out.expand(prompt.shape[0], -1, -1), prompt.float()], 1).to(self.dtype)
 
-    def decode_sparse(self, *args, **kwargs):  # type: ignore[override]
-        """Not for SAM 2: its single-mask output needs all four masks (the dynamic fallback);
-        use the module decoder (:meth:`Sam2.decode`) for boxes and several points."""
-        raise NotImplementedError("Sam2PointDecoder decodes single points (decode) only")
+    @torch.inference_mode()
+    def decode_sparse(
+        self,
+        sparse: torch.Tensor,
+        multimask_output: bool,
+        chunk: int | None = None,
+        region: tuple[int, int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode any prompts without a mask input as SAM 2's module decoder does.
 
-    decode_sparse_split = decode_sparse
+        Args:
+            sparse: ``B x T x C`` sparse prompt embeddings from the prompt encoder (points, box
+                corners as points, the padding point), the same ``T`` for every prompt.
+            multimask_output: the three multimask outputs; else SAM 2's single mask, with its
+                dynamic fallback to the best multimask output when the single mask is unstable
+                (:func:`~samkit.models.sam2_decoder.select_masks`), for which all four masks are
+                computed.
+            region: the whole frame only (SAM 2's square frame has no padding to skip).
+        Returns:
+            ``(low-res logits B x M x 4h x 4w float32, iou B x M float32)``, M = 3 or 1,
+            unclamped, on the features' device.
+        """
+        gh, gw = self.grid
+        if region is not None and tuple(region) != (4 * gh, 4 * gw):
+            raise ValueError("SAM 2's decoder computes the whole low-res frame (no padding)")
+        indices = self.token_indices if multimask_output else [0, *self.token_indices]
+        ious, logits = [], []
+        for keys, hyper, iou in self._sparse_chunks(sparse, indices, chunk):
+            ious.append(iou)
+            logits.append(self.upscale(keys, hyper))
+        low, iou = torch.cat(logits), torch.cat(ious)
+        if multimask_output:
+            return low, iou
+        return select_masks(low, iou, multimask_output=False)
+
+    def decode_sparse_split(self, *args, **kwargs):  # type: ignore[override]
+        """Not for SAM 2: the split serves a padded frame, which SAM 2 does not have."""
+        raise NotImplementedError("SAM 2's frame has no padding: use decode_sparse")
 
     def _whole(self, block: tuple[int, int]) -> None:
         if tuple(block) != tuple(self.grid):

@@ -69,3 +69,38 @@ def test_needs_sam2_features_and_whole_grid():
         dec.set_features(embed, (s1, s0))
     with pytest.raises(TypeError, match="SAM 2 model"):
         Sam2PointDecoder(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("multimask", [False, True])
+def test_predictor_prompts_equal_module_decoder(multimask):
+    """Boxes and several points through Sam2Predictor (the point decoder's decode_sparse, with
+    SAM 2's dynamic single-mask fallback) against the module decoder."""
+    from samkit.models.sam2 import box_to_points
+    from samkit.predict.sam2_predictor import Sam2Predictor
+
+    model = seeded_arch("hiera_t")
+    pred = Sam2Predictor(model)
+    pred.set_image(_image((150, 200)))
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 700, (6, 2))
+    boxes = torch.as_tensor(np.concatenate([xy, xy + rng.uniform(40, 300, (6, 2))], 1)).float()
+    pts = torch.as_tensor(rng.uniform(0, 1024, (6, 3, 2))).float()
+    labels = torch.as_tensor(rng.integers(0, 2, (6, 3))).int()
+    for kw in ({"boxes": boxes}, {"point_coords": pts, "point_labels": labels}):
+        with torch.inference_mode():
+            assert pred._fast_ok()
+            low, iou = pred.decode(
+                kw.get("point_coords"),
+                kw.get("point_labels"),
+                kw.get("boxes"),
+                multimask_output=multimask,
+            )
+            points = None if "boxes" in kw else (pts, labels)
+            points = box_to_points(kw.get("boxes"), points)
+            want_low, want_iou, _ = model.decode(
+                pred.features, pred.high_res, points, None, multimask
+            )
+        assert low.shape == want_low.shape and iou.shape == want_iou.shape
+        torch.testing.assert_close(iou, want_iou.float(), atol=2e-5, rtol=0)
+        scale = max(float(want_low.abs().max()), 1.0)
+        torch.testing.assert_close(low, want_low.float(), atol=2e-5 * scale, rtol=0)
