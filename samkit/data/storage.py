@@ -126,7 +126,7 @@ class ObjectFolder:
                     f'{self.scheme}:// folders need pyarrow: pip install "samkit[ray]" (or pyarrow)'
                 ) from exc
             try:
-                self._fs, base = fs.FileSystem.from_uri(self.uri)
+                self._fs, base = _from_uri(fs, self.uri, self.scheme)
             except Exception as exc:  # ArrowInvalid, OSError...: an unknown scheme or bad URI
                 raise SamkitError(
                     f"cannot open {self.where()}: {type(exc).__name__}: {exc} (give a local path "
@@ -216,3 +216,17 @@ class ObjectFolder:
                 f.write(data)
         except OSError as exc:
             raise OutputError(f"cannot write {self.where(rel)}: {exc}") from None
+
+
+def _from_uri(fs: Any, uri: str, scheme: str) -> tuple[Any, str]:
+    """``pyarrow.fs.FileSystem.from_uri``; S3 with ``allow_delayed_open`` unless the URI sets
+    it: a result smaller than a part is then one ``PutObject`` instead of a three-request
+    multipart upload (which some S3-compatible servers, e.g. moto, fail to complete)."""
+    if scheme == "s3" and "allow_delayed_open" not in uri:
+        try:
+            return fs.FileSystem.from_uri(
+                uri + ("&" if "?" in uri else "?") + "allow_delayed_open=true"
+            )
+        except Exception:  # an older pyarrow without the option: the URI as given
+            pass
+    return fs.FileSystem.from_uri(uri)

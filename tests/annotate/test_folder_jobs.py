@@ -21,6 +21,8 @@ from samkit.data.storage import LocalFolder, ObjectFolder, is_uri, open_folder
 from samkit.data.synthetic import write_shapes_dataset
 
 GRID = 8  # points per side: a small grid keeps segment-everything quick
+STABLE = 0.9  # the demo model's masks score ~0.94 for stability (the default keeps >= 0.95)
+SETTINGS = dict(points_per_side=GRID, stability_score_thresh=STABLE)
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +56,11 @@ def files(folder: Path) -> dict[str, bytes]:
 
 def test_segment_folder_writes_the_generators_records(images, demo, one_thread, tmp_path):
     out = tmp_path / "out"
-    s = samkit.segment_folder(images, "samkit-demo", out, points_per_side=GRID, progress=False)
+    s = samkit.segment_folder(images, "samkit-demo", out, progress=False, **SETTINGS)
     assert (s.images, s.done, s.skipped, s.failed) == (4, 4, 0, 0)
     assert sorted(files(out)) == [f"00000{i}.json" for i in range(4)]
     assert not (out / ".samkit_annotate").exists()  # no work folder left behind
-    gen = SamAutomaticMaskGenerator(
-        demo, points_per_side=GRID, output_mode="coco_rle", precision="fp32"
-    )
+    gen = SamAutomaticMaskGenerator(demo, output_mode="coco_rle", precision="fp32", **SETTINGS)
     total = 0
     for i in range(4):
         image = read_image(images / f"00000{i}.png")
@@ -101,7 +101,7 @@ def test_embed_folder_round_trips_through_set_embedding(images, demo, one_thread
 
 def test_resume_skips_finished_images_and_ends_with_the_same_bytes(images, one_thread, tmp_path):
     out = tmp_path / "out"
-    kw = dict(progress=False, points_per_side=GRID)
+    kw = dict(progress=False, **SETTINGS)
     samkit.segment_folder(images, "samkit-demo", out, **kw)
     first = files(out)
     (out / "000001.json").unlink()
@@ -128,10 +128,10 @@ def test_cli_commands_write_the_api_files(images, one_thread, tmp_path, capsys):
     from samkit.cli.main import main
 
     rc = main(["everything", f"data={images}", "sam_model=samkit-demo",
-               f"output_dir={tmp_path / 'cli'}", f"points_stride={GRID}"])  # fmt: skip
+               f"output_dir={tmp_path / 'cli'}", f"points_stride={GRID}",
+               f"stability_score_thresh={STABLE}"])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
-    samkit.segment_folder(images, "samkit-demo", tmp_path / "api", points_per_side=GRID,
-                          progress=False)  # fmt: skip
+    samkit.segment_folder(images, "samkit-demo", tmp_path / "api", progress=False, **SETTINGS)  # fmt: skip
     assert files(tmp_path / "cli") == files(tmp_path / "api")
     (tmp_path / "bad").mkdir()
     shutil.copy(images / "000000.png", tmp_path / "bad" / "a.png")

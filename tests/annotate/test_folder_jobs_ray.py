@@ -49,7 +49,7 @@ def files(folder: Path) -> dict[str, bytes]:
 def _run(job, data, out, engine, address=None, **kw):
     fn = samkit.segment_folder if job == "everything" else samkit.embed_folder
     if job == "everything":
-        kw["points_per_side"] = GRID
+        kw.update(points_per_side=GRID, stability_score_thresh=0.9)  # demo model: ~0.94
     return fn(
         data, "samkit-demo", out, engine=engine, ray_address=address,
         ray_actors=2 if engine == "ray" else None, progress=False, **kw,
