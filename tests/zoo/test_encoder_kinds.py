@@ -3,7 +3,7 @@ statistics on 0-1 and direct mask upsampling (SAM 2's preprocessing), run throug
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -135,7 +135,12 @@ def test_sam2_is_a_row_of_the_table():
     model = seeded_sam2(TINY)
     assert set(image) == set(model.state_dict())
     spec = kind.input_spec(TINY)
-    assert spec == model.input_spec == TINY.input_spec
+    assert spec == TINY.input_spec
+    # the model's spec reads its float32 pixel-statistics buffers
+    built = model.input_spec
+    np.testing.assert_allclose(built.pixel_mean, spec.pixel_mean, rtol=1e-6)
+    np.testing.assert_allclose(built.pixel_std, spec.pixel_std, rtol=1e-6)
+    assert replace(built, pixel_mean=spec.pixel_mean, pixel_std=spec.pixel_std) == spec
     assert (spec.image_size, spec.resize, spec.pad, spec.mask_upsample) == (
         256,
         "square",
