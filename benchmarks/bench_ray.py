@@ -1,12 +1,16 @@
-"""Images/s of auto_annotate: the local engine vs the Ray Data engine with 1 and 2 actors.
+"""Images/s of a folder job: the local engine vs the Ray Data engine with 1 and 2 actors.
 
-Every configuration runs the same job (synthetic shapes images with their YOLO boxes, SAM masks
-written as YOLO labels) with 1 torch thread per model, on a local Ray cluster that this script
-starts once (so cluster start-up is not counted; it is printed separately). The per-image
-overhead of Ray is the 1-actor time minus the local time, per image.
+``--job annotate`` (default): auto_annotate on synthetic shapes images with their YOLO boxes,
+SAM masks written as YOLO labels; ``--job everything``: segment_folder (``--grid`` points per
+side, one SA-1B JSON per image); ``--job embeddings``: embed_folder (one .npz per image). Every
+configuration runs the same job with 1 torch thread per model, on a local Ray cluster that
+this script starts once (so cluster start-up is not counted; it is printed separately). The
+per-image overhead of Ray is the 1-actor time minus the local time, per image.
 
     PYTHONPATH=. python benchmarks/bench_ray.py --images 40 --model samkit-demo
     PYTHONPATH=. python benchmarks/bench_ray.py --images 20 --model mobile_sam --size 640
+    PYTHONPATH=. python benchmarks/bench_ray.py --images 40 --job everything --grid 16
+    PYTHONPATH=. python benchmarks/bench_ray.py --images 40 --job embeddings
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="synthetic image side (px)")
     ap.add_argument("--model", default="samkit-demo", help="samkit-demo, or a seeded variant")
     ap.add_argument("--actors", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--job", choices=["annotate", "everything", "embeddings"], default="annotate")
+    ap.add_argument("--grid", type=int, default=16, help="everything: points per side")
     args = ap.parse_args()
 
     import ray
@@ -53,18 +59,27 @@ def main() -> None:
             out = work / f"out_{engine}_{actors}"
             shutil.rmtree(out, ignore_errors=True)
             t0 = time.perf_counter()
-            s = samkit.auto_annotate(
-                images,
-                labels=labels,
-                sam_model=sam_model,
-                output_dir=out,
-                names=["ellipse", "rectangle", "polygon"],
-                engine=engine,
-                ray_actors=actors,
-                progress=False,
-            )
+            common = dict(engine=engine, ray_actors=actors, progress=False)
+            if args.job == "annotate":
+                s = samkit.auto_annotate(
+                    images,
+                    labels=labels,
+                    sam_model=sam_model,
+                    output_dir=out,
+                    names=["ellipse", "rectangle", "polygon"],
+                    **common,
+                )
+                done = s.annotated
+            elif args.job == "everything":
+                s = samkit.segment_folder(
+                    images, sam_model, out, points_per_side=args.grid, **common
+                )
+                done = s.done
+            else:
+                s = samkit.embed_folder(images, sam_model, out, **common)
+                done = s.done
             dt = time.perf_counter() - t0
-            assert s.annotated == args.images, s
+            assert done == args.images, s
             return dt
 
         rows = {"local": job("local")}
@@ -87,7 +102,10 @@ def main() -> None:
 
     info = machine_info(measure_peak=False)
     print(f"machine: {info['cpu']}, {info['logical_cpus']} CPUs; load {os.getloadavg()}")
-    print(f"{args.images} images {args.size}x{args.size}, model {args.model}, 1 thread per model")
+    print(
+        f"job {args.job}: {args.images} images {args.size}x{args.size}, "
+        f"model {args.model}, 1 thread"
+    )
     print(f"local Ray cluster start: {start_s:.1f} s (not counted below)")
     print("| engine | s | images/s | s/image |")
     print("|---|---|---|---|")

@@ -3,11 +3,16 @@
     python benchmarks/bench_sam2.py                        # t, s, b+, l; everything for t
     python benchmarks/bench_sam2.py --sizes t --repeats 1 --no-everything   # a short run
     python benchmarks/bench_sam2.py --ref-python /work/ref/bin/python --threads 2
+    python benchmarks/bench_sam2.py --precision bf16 --no-ref     # samkit's bf16 (native bf16 CPUs)
+    python benchmarks/bench_sam2.py --sizes t --everything-args '{"pred_iou_thresh": 0.5}'
 
 For every size: ``set_image`` (image encoder + feature preparation), one box, 100 boxes (one
 batched call), and for tiny the automatic mask generator at default settings. Both sides load
 one seeded checkpoint in Meta's layout (video modules included, written to a temporary folder),
-run fp32 on the CPU with the same thread count, on a synthetic 1280 x 720 photo-like image.
+run fp32 on the CPU with the same thread count (samkit: ``--precision``, default fp32), on a
+synthetic 1280 x 720 photo-like image. Seeded weights predict low IoUs, so at the default
+``pred_iou_thresh=0.8`` no mask passes on either side; ``--everything-args`` (JSON, given to
+both generators) lowers the thresholds so that masks are upscaled, filtered and kept.
 The reference runs in its own interpreter (``--ref-python``, a venv with ``sam2`` installed;
 FACTS.md says how); each figure is the median of ``--repeats`` runs, and the load average is
 printed next to it: other processes on the machine slow both sides down.
@@ -61,7 +66,7 @@ out = {"set_image": med(lambda: pred.set_image(image), args["repeats"])}
 out["one_box"] = med(lambda: pred.predict(box=boxes[0], multimask_output=False), 3 * args["repeats"])
 out["boxes_100"] = med(lambda: pred.predict(box=boxes, multimask_output=False), args["repeats"])
 if args["everything"]:
-    gen = SAM2AutomaticMaskGenerator(model)
+    gen = SAM2AutomaticMaskGenerator(model, **args["everything_args"])
     t = time.perf_counter(); recs = gen.generate(image); out["everything"] = time.perf_counter() - t
     out["everything_masks"] = len(recs)
 print("RESULT" + json.dumps(out))
@@ -92,13 +97,15 @@ def write_checkpoint(size: str, path: Path):
     return model.eval()
 
 
-def run_samkit(model, image, boxes, repeats: int, everything: bool) -> dict[str, float]:
-    pred = Sam2Predictor(model)
+def run_samkit(
+    model, image, boxes, repeats: int, everything: bool, precision: str, gen_args: dict
+) -> dict[str, float]:
+    pred = Sam2Predictor(model, precision=precision)
     out = {"set_image": median(lambda: pred.set_image(image), repeats)}
     out["one_box"] = median(lambda: pred.predict(box=boxes[0], multimask_output=False), 3 * repeats)
     out["boxes_100"] = median(lambda: pred.predict(box=boxes, multimask_output=False), repeats)
     if everything:
-        gen = Sam2AutomaticMaskGenerator(model)
+        gen = Sam2AutomaticMaskGenerator(model, precision=precision, **gen_args)
         t = time.perf_counter()
         recs = gen.generate(image)
         out["everything"] = time.perf_counter() - t
@@ -107,7 +114,14 @@ def run_samkit(model, image, boxes, repeats: int, everything: bool) -> dict[str,
 
 
 def run_ref(
-    python: str, size: str, ckpt: Path, tmp: Path, repeats: int, threads: int, everything: bool
+    python: str,
+    size: str,
+    ckpt: Path,
+    tmp: Path,
+    repeats: int,
+    threads: int,
+    everything: bool,
+    gen_args: dict,
 ):
     args = {
         "config": f"configs/sam2.1/sam2.1_hiera_{META_CONFIGS[size]}.yaml",
@@ -117,6 +131,7 @@ def run_ref(
         "repeats": repeats,
         "threads": threads,
         "everything": everything,
+        "everything_args": gen_args,
     }
     proc = subprocess.run(
         [python, "-c", REF_SCRIPT, json.dumps(args)], capture_output=True, text=True, cwd=tmp
@@ -135,13 +150,19 @@ def main() -> None:
     ap.add_argument("--ref-python", default="/work/ref/bin/python")
     ap.add_argument("--no-ref", action="store_true", help="samkit only")
     ap.add_argument("--no-everything", action="store_true")
+    ap.add_argument("--precision", default="fp32", help="samkit's precision (fp32, bf16, auto)")
+    ap.add_argument("--everything-args", default="{}", help="JSON generator arguments (both)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     image = photo_like(720, 1280)
     rng = np.random.default_rng(0)
     xy = rng.uniform([0, 0], [1000, 500], (100, 2))
     boxes = np.concatenate([xy, xy + rng.uniform(60, 280, (100, 2))], axis=1)
-    print(f"threads {args.threads}; image 1280x720; fp32; seeded weights; load avg shown per row")
+    gen_args = json.loads(args.everything_args)
+    print(
+        f"threads {args.threads}; image 1280x720; samkit {args.precision}, reference fp32; "
+        f"seeded weights; everything args {gen_args}; load avg shown per row"
+    )
     header = f"{'size':5} {'what':12} {'samkit':>10} {'reference':>10} {'speed-up':>9}  load"
     print(header)
     with tempfile.TemporaryDirectory() as d:
@@ -152,12 +173,21 @@ def main() -> None:
             ckpt = tmp / f"sam2.1_{size}.pt"
             model = write_checkpoint(size, ckpt)
             everything = size == "t" and not args.no_everything
-            ours = run_samkit(model, image, boxes, args.repeats, everything)
+            ours = run_samkit(
+                model, image, boxes, args.repeats, everything, args.precision, gen_args
+            )
             ref = (
                 {}
                 if args.no_ref
                 else run_ref(
-                    args.ref_python, size, ckpt, tmp, args.repeats, args.threads, everything
+                    args.ref_python,
+                    size,
+                    ckpt,
+                    tmp,
+                    args.repeats,
+                    args.threads,
+                    everything,
+                    gen_args,
                 )
             )
             for what in ("set_image", "one_box", "boxes_100", "everything"):

@@ -9,8 +9,13 @@ available offline) a server runs on a folder of synthetic 1280x720 images. In he
 (Debian's ``chromium`` via Playwright) the page is clicked on objects; the page records the time
 from the pointer event to the mask drawn on the canvas (``window.samkit.timings``): with the
 server decoding (HTTP round trip + RLE decode + drawing) and, with ``--ort-dir``, with the
-decoder running in the page (onnxruntime-web, wasm, 1 thread). Then ``--clients`` threads post
-``/decode`` requests for ``--seconds`` and the requests per second are counted (the server
+decoder running in the page (onnxruntime-web, wasm, 1 thread). A second table splits a click
+into phases, medians in ms: click -> request sent, the HTTP round trip (the server included),
+the server's model decode and mask encoding (its ``Server-Timing`` header), reading + parsing the
+JSON body, decoding the box RLE, ``draw()``, and the rasterization that a one-pixel readback of
+the canvas forces afterwards (not part of click -> canvas); plus the response size. Then 1 client
+posts ``/decode`` for ``--seconds`` with COCO RLE and with box RLE masks (round trip, KB), and
+``--clients`` threads post ``/decode`` and the requests per second are counted (the server
 decodes one prompt at a time: the model is shared).
 """
 
@@ -81,7 +86,9 @@ def click_points(shapes, k: int) -> list[tuple[int, int]]:
     return pts[:k]
 
 
-def browser_clicks(url: str, points, mode: str, chromium: str) -> list[float]:
+def browser_clicks(url: str, points, mode: str, chromium: str) -> list[dict]:
+    """Click ``points`` on the page; per click ``{"ms": click -> mask drawn, "phases": {...}}``
+    (see ``recordTiming`` in the page's app.js)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -101,24 +108,29 @@ def browser_clicks(url: str, points, mode: str, chromium: str) -> list[float]:
                 "document.getElementById('status').textContent.includes('decoder ready')",
                 timeout=120000,
             )
+        # read the canvas back after each drawing: the browser then rasterizes what was drawn
+        page.evaluate("window.samkit.timingFlush = true")
         box = page.locator("#canvas").bounding_box()
         for i, (x, y) in enumerate([points[0], *points]):  # the first click warms up
             page.keyboard.press("Escape")
             cx, cy = page.evaluate(f"window.samkit.imageToCanvas({x} + 0.5, {y} + 0.5)")
             page.mouse.click(box["x"] + cx, box["y"] + cy)
             page.wait_for_function(f"window.samkit.timings.length === {i + 1}", timeout=60000)
-        timings = page.evaluate("window.samkit.timings.map(t => t.ms)")[1:]
+        timings = page.evaluate("window.samkit.timings")[1:]
         browser.close()
     return timings
 
 
-def decode_rps(url: str, points, clients: int, seconds: float) -> tuple[float, float, float]:
-    """``(requests/s, median round trip ms, median server decode ms)``."""
+def decode_rps(
+    url: str, points, clients: int, seconds: float, mask_format: str = "coco"
+) -> tuple[float, float, float, float]:
+    """``(requests/s, median round trip ms, median server decode ms, median response KB)``."""
     import httpx
 
     count = [0] * clients
     lat: list[float] = []
     dec: list[float] = []
+    size: list[int] = []
     stop = time.perf_counter() + seconds
 
     def worker(k: int) -> None:
@@ -126,11 +138,13 @@ def decode_rps(url: str, points, clients: int, seconds: float) -> tuple[float, f
             j = k
             while time.perf_counter() < stop:
                 x, y = points[j % len(points)]
+                body = {"points": [[x, y]], "labels": [1], "mask_format": mask_format}
                 t0 = time.perf_counter()
-                r = c.post("api/images/0/decode", json={"points": [[x, y]], "labels": [1]})
+                r = c.post("api/images/0/decode", json=body)
                 r.raise_for_status()
                 dec.append(r.json()["decode_ms"])
                 lat.append((time.perf_counter() - t0) * 1e3)
+                size.append(len(r.content))
                 count[k] += 1
                 j += clients
 
@@ -140,7 +154,43 @@ def decode_rps(url: str, points, clients: int, seconds: float) -> tuple[float, f
         t.start()
     for t in threads:
         t.join()
-    return sum(count) / (time.perf_counter() - t0), statistics.median(lat), statistics.median(dec)
+    rps = sum(count) / (time.perf_counter() - t0)
+    return rps, statistics.median(lat), statistics.median(dec), statistics.median(size) / 1024
+
+
+PHASES = (  # (column, key in the page's phases) of the click breakdown, median ms
+    ("click->request sent", "before"),
+    ("HTTP round trip", "request"),
+    ("server: model", "server.model"),
+    ("server: mask encoding", "server.masks"),
+    ("body read + JSON.parse", "parse"),
+    ("in-browser decoder", "infer"),
+    ("mask decode", "decode"),
+    ("draw()", "draw"),
+    ("rasterize (readback)", "flush"),
+)
+
+
+def phase_row(name: str, mode: str, timings: list[dict]) -> str:
+    """One markdown row: median click -> canvas, then each phase's median (ms)."""
+
+    def values(key: str) -> list[float]:
+        out = []
+        for t in timings:
+            v = t["phases"]
+            for part in key.split("."):
+                v = v.get(part) if isinstance(v, dict) else None
+            if isinstance(v, (int, float)):
+                out.append(float(v))
+        return out
+
+    cells = [f"{statistics.median(t['ms'] for t in timings):.1f}"]
+    for _, key in PHASES:
+        v = values(key)
+        cells.append(f"{statistics.median(v):.1f}" if v else "-")
+    kb = values("bytes")
+    cells.append(f"{statistics.median(kb) / 1024:.1f}" if kb and max(kb) else "-")
+    return f"| {name} | {mode} | " + " | ".join(cells) + " |"
 
 
 def main() -> None:
@@ -175,6 +225,7 @@ def main() -> None:
                 if args.ort_dir:
                     row["browser"] = browser_clicks(url, points, "browser", args.chromium)
             row["one"] = decode_rps(url, points, 1, args.seconds)
+            row["one_box"] = decode_rps(url, points, 1, args.seconds, "box")
             row["many"] = decode_rps(url, points, args.clients, args.seconds)
             server.should_exit = True
             rows.append(row)
@@ -190,13 +241,31 @@ def main() -> None:
     def fmt(v):
         if not v:
             return "n/a"
-        return f"{statistics.median(v):.0f} / {np.percentile(v, 90):.0f}"
+        ms = [t["ms"] for t in v]
+        return f"{statistics.median(ms):.0f} / {np.percentile(ms, 90):.0f}"
 
     for r in rows:
         print(
             f"| {r['model']} | {fmt(r.get('server'))} | {fmt(r.get('browser'))} | "
             f"{r['one'][2]:.0f} / {r['one'][1]:.0f} | {r['many'][0]:.1f} ({r['many'][1]:.0f} ms) |"
         )
+    print("\nwhere a click's time goes (median ms; the page's response is the box RLE):")
+    print(
+        "| model | decoder | click->canvas | "
+        + " | ".join(c for c, _ in PHASES)
+        + " | response KB |"
+    )
+    print("|---|---|" + "---|" * (len(PHASES) + 2))
+    for r in rows:
+        for mode in ("server", "browser"):
+            if r.get(mode):
+                print(phase_row(r["model"], mode, r[mode]))
+    print("\n/decode from Python, 1 client (median): mask_format coco vs box")
+    print("| model | coco: round trip ms / KB | box: round trip ms / KB |")
+    print("|---|---|---|")
+    for r in rows:
+        c, b = r["one"], r["one_box"]
+        print(f"| {r['model']} | {c[1]:.1f} / {c[3]:.1f} | {b[1]:.1f} / {b[3]:.1f} |")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,10 @@ _EXPORTS = {
     "Sam2OnnxPredictor": "samkit.export.onnx_sam2_predictor",
     "auto_annotate": "samkit.annotate.run",
     "AnnotateSummary": "samkit.annotate.run",
+    "segment_folder": "samkit.annotate.folder_jobs",
+    "embed_folder": "samkit.annotate.folder_jobs",
+    "load_embedding": "samkit.annotate.folder_jobs",
+    "FolderSummary": "samkit.annotate.jobs",
     "write_seeded_checkpoint": "samkit.zoo.seeded",
 }
 

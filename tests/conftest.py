@@ -99,3 +99,12 @@ def synthetic_image(h: int = 240, w: int = 320, seed: int = 0) -> np.ndarray:
     disk = (yy - 2 * h // 3) ** 2 + (xx - 2 * w // 3) ** 2 < (min(h, w) // 6) ** 2
     img[disk] = (40, 200, 60)
     return img
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """The suite's one Ray cluster (tests/ray_helpers.py): started at its first use, stopped at
+    the end of the session. Test modules call ``prepare_ray_env()`` before importing ray."""
+    from .ray_helpers import running_head
+
+    yield from running_head()

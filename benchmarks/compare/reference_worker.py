@@ -168,9 +168,20 @@ def _run(entry: dict, task: str, req: dict):
     raise ValueError(f"task {task!r} is not defined for family {family!r}")
 
 
+#: torch's thread count at start-up. Ultralytics' ``select_device`` sets the whole process to
+#: ``cpu_count - 1`` threads (1 on 2 cores) when it builds a model; Meta's models get this back.
+START_THREADS = torch.get_num_threads()
+
+
 def op_run(req: dict) -> dict:
-    """Time ``req["task"]`` on model ``req["key"]``: ``warmup`` untimed calls, then one timed."""
-    fn = _run(MODELS[req["key"]], req["task"], req)
+    """Time ``req["task"]`` on model ``req["key"]``: ``warmup`` untimed calls, then one timed.
+
+    Meta's models (``segment_anything``, ``sam2``) run with torch's default thread count;
+    Ultralytics' with the count it sets itself, as its users get them."""
+    entry = MODELS[req["key"]]
+    if entry.get("family") in ("meta", "sam2"):
+        torch.set_num_threads(START_THREADS)
+    fn = _run(entry, req["task"], req)
     with torch.inference_mode():
         for _ in range(int(req.get("warmup", 0))):
             fn()

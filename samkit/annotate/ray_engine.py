@@ -1,22 +1,25 @@
-"""``auto_annotate(..., engine="ray")``: the same job as a Ray Data pipeline on a cluster.
+"""The Ray engine of the folder jobs: ``auto_annotate(..., engine="ray")``, ``segment_folder``
+and ``embed_folder`` as Ray Data pipelines on a cluster.
 
 The driver plans the run exactly as the local engine does (which images are still to do, the
-box source, the writer), then streams the images to do through ``ray.data``:
-``from_items(relative paths) -> map_batches(actor pool)``. Each actor loads SAM once, and for each
-image runs :func:`samkit.annotate.run.annotate_image`, the local engine's per-image step, which
-writes that image's result file atomically; the actor returns only counts (or the failure
-reason) to the driver. The driver then assembles ``classes.txt`` / ``data.yaml`` or the COCO JSON
-with the same writer as the local engine, so both engines write the same files, byte for byte
+job's settings, the writer), then streams the images to do through ``ray.data``:
+``from_items(relative paths) -> map_batches(actor pool)``. Each actor calls the job's ``load()``
+once (the model loaded once per actor, on ``num_gpus`` GPUs or ``threads`` CPUs), then, for each
+image, the job's per-image step, the local engine's (:mod:`samkit.annotate.jobs`), which writes
+that image's result file atomically; the actor returns only counts (or the failure reason) to
+the driver, which assembles whatever is assembled from all images (classes.txt, the COCO JSON)
+with the same writer as the local engine. So both engines write the same files, byte for byte
 (given the same torch thread count per model: float reductions depend on it).
 
-Every node must see the image folder and the output folder at the same path (one machine, a
-shared file system, or a bucket mounted with s3fs / gcsfuse / Mountpoint). A killed driver
-leaves finished images' files in place; the next run skips them (resume), like the local engine.
+Every node must reach the input and output folders under the same name: one machine, a shared
+file system (a bucket mounted with s3fs / gcsfuse / Mountpoint works too) or, for
+``segment_folder`` and ``embed_folder``, object storage URIs (``s3://``, ``gs://``) that each
+actor opens with pyarrow. A killed driver leaves finished images' files in place; the next run
+skips them (resume), like the local engine.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -25,17 +28,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import DependencyError, SamkitError
-from .run import (
-    AnnotateSummary,
-    _load_sam,
-    _predictor,
-    annotate_image,
-    failure_reason,
-    record_failure,
-    record_success,
-)
+from .jobs import ImageJob, JobRow, failure_reason, run_step
 
-__all__ = ["RayOptions", "run_ray"]
+__all__ = ["RayOptions", "run_on_ray"]
 
 #: Object store of a local cluster started by samkit (bytes): only small rows travel through it.
 LOCAL_OBJECT_STORE = 256 * 1024**2
@@ -43,9 +38,9 @@ LOCAL_OBJECT_STORE = 256 * 1024**2
 
 @dataclass(frozen=True)
 class RayOptions:
-    """Where and how wide to run: ``address`` of a running cluster (None: start a local one),
-    ``actors`` (None: one per ``threads`` CPUs, or one per GPU share), ``gpus`` per actor, and
-    ``threads`` (torch CPU threads, and Ray CPUs reserved) per actor."""
+    """Where and how wide to run: ``address`` of a running cluster (None: ``$RAY_ADDRESS``,
+    else a local one), ``actors`` (None: one per ``threads`` CPUs, or one per GPU share),
+    ``gpus`` per actor, and ``threads`` (torch CPU threads, and Ray CPUs reserved) per actor."""
 
     address: str | None = None
     actors: int | None = None
@@ -60,76 +55,36 @@ class RayOptions:
         if not isinstance(self.gpus, (int, float)) or self.gpus < 0:
             raise SamkitError(f"ray_gpus must be >= 0, got {self.gpus!r}")
 
+    def device(self, device: str | None) -> str:
+        """The actors' torch device: ``device`` if given, else CUDA with GPUs, else the CPU."""
+        return device or ("cuda" if self.gpus > 0 else "cpu")
 
-class AnnotateActor:
-    """One Ray actor: the model loaded once, then one image per call (``batch_size=1``)."""
 
-    def __init__(
-        self,
-        root: str,
-        source: Any,
-        keep: set[int] | None,
-        sam_model: Any,
-        precision: str,
-        device: str,
-        writer: Any,
-        to_output: dict[int, int] | None,
-        tile: int | bool | None,
-        threads: int,
-    ) -> None:
+class JobActor:
+    """One Ray actor: the job's model loaded once, then one image per call (``batch_size=1``)."""
+
+    def __init__(self, job: ImageJob, threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
-        self.root = Path(root)
-        self.source = source
-        self.keep = keep
-        self.writer = writer
-        self.to_output = to_output
-        self.tile = tile
-        self.predictor = _predictor(_load_sam(sam_model, device), precision)
+        self.n_counts = len(job.counts)
+        self.step = job.load()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out: dict[str, list] = {"rel": [], "written": [], "dropped": [], "error": []}
+        out: dict[str, list] = {"rel": [], "counts": [], "error": []}
         for value in batch["rel"]:
-            rel = PurePosixPath(str(value))
-            written = dropped = 0
-            error = ""
-            try:
-                written, dropped = annotate_image(
-                    rel,
-                    self.root,
-                    self.source,
-                    self.keep,
-                    self.predictor,
-                    self.writer,
-                    self.to_output,
-                    self.tile,
-                )
-            except Exception as exc:  # isolated like the local engine; the driver reports it
-                error = failure_reason(exc)
-            out["rel"].append(rel.as_posix())
-            out["written"].append(written)
-            out["dropped"].append(dropped)
-            out["error"].append(error)
+            row = run_step(self.step, PurePosixPath(str(value)), self.n_counts)
+            out["rel"].append(row.rel)
+            out["counts"].append(",".join(map(str, row.counts)))  # one string column
+            out["error"].append(row.error)
         return out
 
 
-def run_ray(
-    todo: list[PurePosixPath],
-    root: Path,
-    source: Any,
-    keep: set[int] | None,
-    sam_model: Any,
-    precision: str,
-    device: str,
-    writer: Any,
-    summary: AnnotateSummary,
-    progress: bool,
-    tile: int | bool | None,
-    options: RayOptions,
-) -> None:
-    """Annotate ``todo`` (paths relative to ``root``) on Ray; counts and failures go into
-    ``summary`` as the local engine records them."""
+def run_on_ray(
+    todo: list[PurePosixPath], job: ImageJob, options: RayOptions, desc: str, progress: bool
+) -> list[JobRow]:
+    """Run ``job``'s per-image step on ``todo`` in a Ray actor pool; one row per image, in the
+    order they finish. Joins ``options.address`` or starts (and stops) a local cluster."""
     ray = _import_ray()
     from tqdm import tqdm
 
@@ -138,42 +93,27 @@ def run_ray(
         actors = options.actors or _default_actors(ray, options)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # samkit's own bar below counts images
-        worker_writer = copy.copy(writer)
-        worker_writer._lock_fd = None  # the driver holds the output folder's lock
-        to_output = source.to_output_ids if summary.format == "yolo" else None
         items = [{"rel": rel.as_posix()} for rel in todo]
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), 64 * actors))
         ds = ds.map_batches(
-            AnnotateActor,
-            fn_constructor_kwargs={
-                "root": str(root),
-                "source": source,
-                "keep": keep,
-                "sam_model": sam_model,
-                "precision": precision,
-                "device": device or "cpu",
-                "writer": worker_writer,
-                "to_output": to_output,
-                "tile": tile,
-                "threads": options.threads,
-            },
+            JobActor,
+            fn_constructor_kwargs={"job": job, "threads": options.threads},
             batch_size=1,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=options.threads,
             num_gpus=options.gpus,
         )
-        failures = []
-        bar = tqdm(total=len(todo), desc="auto_annotate (ray)", unit="img", disable=not progress)
-        with bar:
+        rows = []
+        with tqdm(total=len(todo), desc=desc, unit="img", disable=not progress) as bar:
             for row in ds.iter_rows():
-                if row["error"]:
-                    failures.append((str(row["rel"]), str(row["error"])))
-                else:
-                    record_success(summary, int(row["written"]), int(row["dropped"]))
+                counts = tuple(int(c) for c in str(row["counts"]).split(",") if c)
+                rows.append(JobRow(str(row["rel"]), counts, str(row["error"])))
                 bar.update(1)
-        for rel, reason in sorted(failures):  # the local engine's order: sorted paths
-            record_failure(summary, root / rel, reason)
+        return rows
+    except ray.exceptions.RayError as exc:  # e.g. an actor could not load the model
+        cause = getattr(exc, "cause", None) or exc
+        raise SamkitError(f"{desc}: the Ray job failed: {failure_reason(cause)}") from None
     finally:
         if started:
             ray.shutdown()

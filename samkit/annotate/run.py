@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from .detectors import (
     is_ultralytics_model,
     normalize_names,
 )
+from .jobs import failure_reason, run_job
 from .labels import COCO80_NAMES, CocoBoxes, YoloLabelBoxes, read_names_file
 from .writers import COCO_FILE, CocoWriter, SegmentedObject, YoloWriter, names_text
 
@@ -188,16 +189,19 @@ def auto_annotate(
     summary = AnnotateSummary(output_dir=out, format=fmt, images=len(images))
     try:
         todo = _plan(writer, images, overwrite, summary, root)
-        if todo and engine == "ray":
-            from .ray_engine import RayOptions, run_ray
+        opts = None
+        if engine == "ray":
+            from .ray_engine import RayOptions
 
             opts = RayOptions(ray_address, ray_actors, ray_gpus, ray_threads)
-            run_ray(todo, root, source, keep, sam_model, precision, device, writer, summary,
-                    progress, tile, opts)  # fmt: skip
-        elif todo:
-            sam = _load_sam(sam_model, device)
-            predictor = _predictor(sam, precision)
-            _run(todo, root, source, keep, predictor, writer, summary, progress, tile)
+            device = opts.device(device)
+        to_output = source.to_output_ids if fmt == "yolo" else None
+        job = AnnotateJob(root, source, keep, sam_model, precision, device, writer, to_output, tile)
+        for row in run_job(todo, job, engine, opts, "auto_annotate", progress):
+            if row.error:
+                record_failure(summary, root / row.rel, row.error)
+            else:
+                record_success(summary, *row.counts)
         summary.names = mapped
         if not mapped:
             summary.notes.append(_no_names_note(fmt))
@@ -214,19 +218,32 @@ def auto_annotate(
     return summary
 
 
-def _run(todo, root, source, keep, predictor, writer, summary, progress, tile=None) -> None:
-    from tqdm import tqdm
+@dataclass
+class AnnotateJob:
+    """auto_annotate's per-image job (:mod:`samkit.annotate.jobs`): the settings an engine
+    ships to where the model runs; ``load()`` loads SAM once and returns the step."""
 
-    to_output = source.to_output_ids if summary.format == "yolo" else None
-    for rel in tqdm(todo, desc="auto_annotate", unit="img", disable=not progress):
-        try:
-            written, dropped = annotate_image(
-                rel, root, source, keep, predictor, writer, to_output, tile
-            )
-        except Exception as exc:  # isolate the image; KeyboardInterrupt etc. still stop the run
-            record_failure(summary, root / rel, exc)
-            continue
-        record_success(summary, written, dropped)
+    root: Path
+    source: Any
+    keep: set[int] | None
+    sam_model: Any
+    precision: str
+    device: str
+    writer: Any
+    to_output: dict[int, int] | None
+    tile: int | bool | None
+    counts: ClassVar[tuple[str, ...]] = ("written", "dropped")
+
+    def load(self):
+        predictor = _predictor(_load_sam(self.sam_model, self.device), self.precision)
+
+        def step(rel: PurePosixPath) -> tuple[int, int]:
+            return annotate_image(
+                rel, self.root, self.source, self.keep, predictor, self.writer,
+                self.to_output, self.tile,
+            )  # fmt: skip
+
+        return step
 
 
 def annotate_image(rel, root, source, keep, predictor, writer, to_output, tile) -> tuple[int, int]:
@@ -240,10 +257,6 @@ def annotate_image(rel, root, source, keep, predictor, writer, to_output, tile) 
     if to_output is not None:
         objects = _remap(objects, to_output)
     return writer.write(rel, image.shape[:2], objects)
-
-
-def failure_reason(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, SamkitError) else f"{type(exc).__name__}: {exc}"
 
 
 def record_failure(summary: AnnotateSummary, path: Path, exc: BaseException | str) -> None:

@@ -66,6 +66,11 @@ class _Writer:
         self.tmp_dir = self.work_dir / "tmp"
         self._lock_fd: int | None = None
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_lock_fd"] = None  # a copy on a Ray worker: the driver holds the folder lock
+        return state
+
     def open(self) -> None:
         """Create the folders (refusing symbolic links in the output folder: a pre-placed link
         must not redirect writes or deletions), take the folder lock and delete temporary files

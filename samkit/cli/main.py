@@ -19,6 +19,7 @@ from typing import Any
 from .. import __version__
 from ..errors import PromptError, SamkitError
 from . import commands as cli_commands
+from . import folder_jobs
 from .args import Arg, Command, UsageError, format_help, parse_args
 from .serve import SERVE_ARGS, SERVE_USAGE
 
@@ -89,6 +90,27 @@ register(
         usage="data=images/ (labels=labels/ | det_model=yolov8x.pt) [format=yolo|coco] [key=value ...]",
     )
 )
+
+
+register(
+    Command(
+        "everything",
+        "Segment everything in every image of a folder (or s3:// URI): one SA-1B JSON per image.",
+        folder_jobs.EVERYTHING_FOLDER_ARGS,
+        folder_jobs.run_everything_folder,
+        usage="data=images/ sam_model=sam_b.pt [output_dir=DIR] [engine=ray] [key=value ...]",
+    )
+)
+register(
+    Command(
+        "embed",
+        "Precompute the image embedding of every image of a folder: one .npz per image.",
+        folder_jobs.EMBED_ARGS,
+        folder_jobs.run_embed,
+        usage="data=images/ sam_model=sam_b.pt [output_dir=DIR] [engine=ray] [key=value ...]",
+    )
+)
+
 register(
     Command(
         "export",

@@ -34,17 +34,15 @@ from ..ops.amg import (
     build_all_layer_point_grids,
     generate_crop_boxes,
     is_box_near_crop_edge,
-    stability_score,
     uncrop_boxes_xyxy,
     uncrop_masks,
 )
-from ..ops.boxes import masks_to_boxes_xyxy
 from ..ops.nms import nms
 from ..ops.rle import area_from_rle, masks_to_rle_torch, rle_to_coco, rle_to_mask
+from ..ops.upsample import UpsamplePlan, mask_stats, upsample_masks
+from ..predict.sam2_fast_decode import Sam2PointDecoder
 from ..predict.sam2_predictor import LOW_RES_CLAMP, Sam2Predictor
 
-#: masks upsampled to full size at a time (bounds the float logits in memory)
-UPSAMPLE_GROUP = 16
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
 
@@ -169,15 +167,19 @@ class Sam2AutomaticMaskGenerator:
         x0, y0, x1, y1 = crop
         cropped = np.ascontiguousarray(image[y0:y1, x0:x1])
         self.predictor.set_image(cropped)
+        fast = self._point_decoder()
         ch, cw = cropped.shape[:2]
         points = torch.as_tensor(
             self.point_grids[layer] * np.array([[cw, ch]]), dtype=torch.float32
         )
         size = self.predictor.model.image_size
+        low_size = self.predictor.model.prompt_encoder.mask_input_size
+        # SAM 2's one bilinear resize of the low-res logits to the crop, as taps
+        plan = UpsamplePlan(low_size, low_size[0], low_size, (ch, cw))
         masks, ious, stabs, boxes, pts = [], [], [], [], []
         for start in range(0, len(points), p.points_per_batch):
             batch = points[start : start + p.points_per_batch]
-            out = self._process_batch(batch, (ch, cw), crop, orig_size, size)
+            out = self._process_batch(batch, plan, crop, orig_size, size, fast)
             for acc, part in zip((masks, ious, stabs, boxes, pts), out):
                 acc.append(part)
         self.predictor.reset_image()
@@ -187,7 +189,8 @@ class Sam2AutomaticMaskGenerator:
         stabs_t, pts_t = torch.cat(stabs), torch.cat(pts)
         keep = nms(boxes_t.float(), ious_t, p.box_nms_thresh)
         h, w = orig_size
-        kept_masks = uncrop_masks(masks_t[keep], crop, h, w)
+        kept = upsample_masks(plan, masks_t[keep], p.mask_threshold)
+        kept_masks = uncrop_masks(kept, crop, h, w)
         rles = masks_to_rle_torch(kept_masks)
         off = torch.tensor([x0, y0], dtype=torch.float32)
         return [
@@ -205,55 +208,65 @@ class Sam2AutomaticMaskGenerator:
     def _process_batch(
         self,
         points: torch.Tensor,
-        crop_size: tuple[int, int],
+        plan: UpsamplePlan,
         crop: list[int],
         orig_size: tuple[int, int],
         size: int,
+        fast: Sam2PointDecoder | None = None,
     ) -> tuple[torch.Tensor, ...]:
-        """One batch of grid points -> (masks, iou, stability, boxes XYXY in the crop, points)
-        of the masks that pass the filters."""
+        """One batch of grid points -> (low-res logits, iou, stability, boxes XYXY in the crop,
+        points) of the masks that pass the filters.
+
+        The stability scores and boxes are those of the masks upsampled to the crop, computed
+        from the low-res logits by :func:`~samkit.ops.upsample.mask_stats` (the full-size
+        logits are never formed); the caller builds full-size masks for the masks it keeps."""
         p = self.params
         pred = self.predictor
-        ch, cw = crop_size
+        ch, cw = plan.output_size
         in_points = points / torch.tensor([cw, ch], dtype=torch.float32) * size
-        labels = torch.ones((len(points), 1), dtype=torch.int)
-        low, iou = pred.decode(in_points[:, None], labels, multimask_output=p.multimask_output)
-        c = low.shape[1]
-        low, iou = low.flatten(0, 1), iou.flatten(0, 1)
-        pts = points.repeat_interleave(c, dim=0)
-        if p.use_m2m:
-            low, iou = self._refine_m2m(in_points.repeat_interleave(c, dim=0), low)
-        if p.pred_iou_thresh > 0:
-            keep = iou > p.pred_iou_thresh
-            low, iou, pts = low[keep], iou[keep], pts[keep]
-        out_masks, out_iou, out_stab, out_boxes, out_pts = [], [], [], [], []
+        if fast is not None:
+            # IoU first; low-res logits only for the masks that pass it
+            thresh = p.pred_iou_thresh if p.pred_iou_thresh > 0 else None
+            iou, keep, low = fast.decode(in_points, iou_threshold=thresh)
+            pts = points.repeat_interleave(iou.shape[1], dim=0)[keep.flatten()]
+            iou = iou[keep]
+        else:
+            labels = torch.ones((len(points), 1), dtype=torch.int)
+            low, iou = pred.decode(in_points[:, None], labels, multimask_output=p.multimask_output)
+            c = low.shape[1]
+            low, iou = low.flatten(0, 1), iou.flatten(0, 1)
+            pts = points.repeat_interleave(c, dim=0)
+            if p.use_m2m:
+                low, iou = self._refine_m2m(in_points.repeat_interleave(c, dim=0), low)
+            if p.pred_iou_thresh > 0:
+                keep = iou > p.pred_iou_thresh
+                low, iou, pts = low[keep], iou[keep], pts[keep]
         h, w = orig_size
-        for g in range(0, len(low), UPSAMPLE_GROUP):
-            sl = slice(g, g + UPSAMPLE_GROUP)
-            logits = pred.model.postprocess_masks(pred.clean_low_res(low[sl, None]), (ch, cw))[:, 0]
-            stab = stability_score(logits, p.mask_threshold, p.stability_score_offset)
-            if p.stability_score_thresh > 0:
-                ok = stab >= p.stability_score_thresh
-            else:
-                ok = torch.ones_like(stab, dtype=torch.bool)
-            masks = logits[ok] > p.mask_threshold
-            boxes = masks_to_boxes_xyxy(masks)
-            inner = ~is_box_near_crop_edge(boxes, crop, [0, 0, w, h])
-            out_masks.append(masks[inner])
-            out_iou.append(iou[sl][ok][inner])
-            out_stab.append(stab[ok][inner])
-            out_boxes.append(boxes[inner])
-            out_pts.append(pts[sl][ok][inner])
-        if not out_masks:
-            empty = torch.zeros(0)
-            return (
-                torch.zeros((0, ch, cw), dtype=torch.bool),
-                empty,
-                empty,
-                torch.zeros((0, 4)),
-                torch.zeros((0, 2)),
-            )
-        return tuple(torch.cat(x) for x in (out_masks, out_iou, out_stab, out_boxes, out_pts))
+        if len(low):
+            low = pred.clean_low_res(low[:, None])[:, 0]
+        low = low.float()
+        thr, off = p.mask_threshold, p.stability_score_offset
+        counts, boxes = mask_stats(plan, low, (thr + off, thr - off, thr), box_threshold_index=2)
+        # IoU of the two thresholded masks (0/0 gives NaN, which fails the filter, as in SAM 2)
+        stab = counts[:, 0].to(torch.int32) / counts[:, 1].to(torch.int32)
+        ok = torch.ones(len(low), dtype=torch.bool)
+        if p.stability_score_thresh > 0:
+            ok &= stab >= p.stability_score_thresh
+        ok &= ~is_box_near_crop_edge(boxes, crop, [0, 0, w, h])
+        return low[ok], iou[ok], stab[ok], boxes[ok], pts[ok]
+
+    def _point_decoder(self) -> Sam2PointDecoder | None:
+        """The shared-work point decoder set to the current image, where it computes what the
+        module decoder would (three masks per point, no mask-to-mask refinement), else None."""
+        p = self.params
+        pred = self.predictor
+        if p.use_m2m or not p.multimask_output:
+            return None
+        if getattr(self, "_fast", None) is None or self._fast_model is not pred.model:
+            self._fast = Sam2PointDecoder(pred.model, chunk=2)
+            self._fast_model = pred.model
+        self._fast.set_features(pred.features, pred.high_res)
+        return self._fast
 
     def _refine_m2m(
         self, in_points: torch.Tensor, low: torch.Tensor

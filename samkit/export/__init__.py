@@ -59,7 +59,7 @@ def export(
         from .onnx import export_onnx as exporter
 
         if type(getattr(model, "model", model)).__name__ == "Sam2":  # SAM 2: three-output encoder
-            from .sam2_onnx import export_sam2_onnx as exporter
+            from .onnx import export_sam2_onnx as exporter
     accepted = [
         p.name for p in inspect.signature(exporter).parameters.values() if p.kind == p.KEYWORD_ONLY
     ]

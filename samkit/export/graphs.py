@@ -4,7 +4,8 @@
 follows the convention of Meta's ONNX decoder (used by CVAT, X-AnyLabeling, Label Studio and
 browser demos): prompts arrive as padded points in the model's input frame, the mask prompt is
 switched by a flag instead of control flow, and masks are upsampled to the original image size
-inside the graph.
+inside the graph. :class:`Sam2EncoderGraph` and :class:`Sam2DecoderGraph` are the SAM 2 / 2.1
+pair (three encoder outputs; layout in :mod:`samkit.export.sam2_onnx`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import Sam
-from .spec import MASK_TOKENS
+from ..models.sam2 import Sam2
+from ..models.sam2_decoder import select_masks
+from .spec import MASK_TOKENS, SAM2_MASK_OUTPUTS
 
 
 class EncoderGraph(nn.Module):
@@ -111,3 +114,66 @@ class DecoderGraph(nn.Module):
         if self.mask_output == "best":
             low_res, iou = self.select_best(low_res, iou, point_labels)
         return self.postprocess(low_res, orig_im_size), iou, low_res
+
+
+class Sam2EncoderGraph(nn.Module):
+    """Preprocessed ``1 x 3 x S x S`` -> ``(high_res_feats_0, high_res_feats_1, image_embed)``."""
+
+    def __init__(self, sam: Sam2) -> None:
+        super().__init__()
+        self.sam = sam
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        embed, (s0, s1) = self.sam.encode(image)
+        return s0, s1, embed
+
+
+class Sam2DecoderGraph(nn.Module):
+    """Prompts + the encoder's three outputs -> masks, IoU, low-res masks (see
+    :mod:`samkit.export.sam2_onnx`). Prompt embedding as :class:`DecoderGraph`'s."""
+
+    def __init__(self, sam: Sam2, mask_output: str = "all") -> None:
+        super().__init__()
+        if mask_output not in SAM2_MASK_OUTPUTS:
+            raise ValueError(f"mask_output must be one of {sorted(SAM2_MASK_OUTPUTS)}")
+        self.sam = sam
+        self.prompt_encoder = sam.prompt_encoder  # what DecoderGraph's helpers use
+        self.mask_output = mask_output
+
+    embed_points = DecoderGraph.embed_points
+    embed_mask = DecoderGraph.embed_mask
+
+    def decode(
+        self,
+        image_embed: torch.Tensor,
+        high_res_feats: tuple[torch.Tensor, torch.Tensor],
+        prompt: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """All four outputs of SAM 2's decoder: logits ``1 x 4 x 4h x 4w``, IoU ``1 x 4``.
+
+        ``prompt``: ``(point_coords, point_labels, mask_input, has_mask_input)``.
+        """
+        coords, labels, mask_input, has_mask_input = prompt
+        sparse = self.embed_points(coords, labels)
+        dense = self.embed_mask(mask_input, has_mask_input)
+        dense_pe = self.prompt_encoder.get_dense_pe()
+        masks, iou, _ = self.sam.mask_decoder(image_embed, dense_pe, sparse, dense, high_res_feats)
+        return masks, iou
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``inputs``: the eight of ``SAM2_DECODER_INPUTS`` (``image_embed``,
+        ``high_res_feats_0``, ``high_res_feats_1``, then :class:`DecoderGraph`'s prompt inputs
+        and ``orig_im_size``), in that order."""
+        embed, feats_0, feats_1, coords, labels, mask_input, has_mask, orig_im_size = inputs
+        masks, iou = self.decode(embed, (feats_0, feats_1), (coords, labels, mask_input, has_mask))
+        single, single_iou = select_masks(masks, iou, multimask_output=False)
+        if self.mask_output == "single":
+            low, iou = single, single_iou
+        elif self.mask_output == "multi":
+            low, iou = masks[:, 1:], iou[:, 1:]
+        else:
+            low = torch.cat([single, masks[:, 1:]], dim=1)
+            iou = torch.cat([single_iou, iou[:, 1:]], dim=1)
+        size = orig_im_size.to(torch.int64)
+        full = F.interpolate(low, size=(size[0], size[1]), mode="bilinear", align_corners=False)
+        return full, iou, low.clamp(-32.0, 32.0)

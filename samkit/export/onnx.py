@@ -5,6 +5,9 @@ image -> ``1 x C x S/16 x S/16`` embedding), ``<name>_decoder.onnx`` (Meta's dec
 see :class:`~samkit.export.graphs.DecoderGraph`), optional int8 copies, and ``<name>_onnx.json``
 describing the pair (variant, preprocessing, input/output names and shapes). Files are written
 to a private temporary folder inside ``output_dir`` and moved into place when complete.
+``export_sam2_onnx`` does the same for SAM 2 / 2.1 (three encoder outputs; the layout is
+described in :mod:`samkit.export.sam2_onnx`). One path serves both families: the graphs and
+their interface come from the model (:func:`interface_of`).
 """
 
 from __future__ import annotations
@@ -25,18 +28,11 @@ import torch
 
 from ..errors import ExportError, SamkitError
 from ..models import Sam
+from ..models.sam2 import Sam2
 from ..zoo.registry import ModelConfig, infer_config, match_variant
-from .graphs import DecoderGraph, EncoderGraph
+from .graphs import DecoderGraph, EncoderGraph, Sam2DecoderGraph, Sam2EncoderGraph
 from .metadata import write_metadata
-from .spec import (
-    DECODER_INPUTS,
-    DECODER_OUTPUTS,
-    ENCODER_INPUT,
-    ENCODER_OUTPUT,
-    MASK_OUTPUT_COUNTS,
-    MASK_TOKENS,
-    GraphMeta,
-)
+from .spec import DECODER_OUTPUTS, INTERFACES, GraphMeta, Interface
 
 MIN_OPSET = 14  # scaled_dot_product_attention needs opset 14
 DEFAULT_OPSET = 17  # the first with LayerNormalization
@@ -44,6 +40,11 @@ QUANTIZE_CHOICES = {False: (), None: (), True: ("decoder",), "decoder": ("decode
 QUANTIZE_CHOICES.update({"encoder": ("encoder",), "all": ("encoder", "decoder")})
 # protobuf cannot serialize 2 GiB; larger graphs (ViT-H encoder) keep weights in a .data file
 EXTERNAL_DATA_BYTES = 2**31 - 2**26
+# SAM 2's pixel statistics on the 0-255 scale (what the graphs' metadata records)
+IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
+IMAGENET_STD_255 = (58.395, 57.12, 57.375)
+# family -> (encoder graph, decoder graph)
+GRAPHS = {"sam": (EncoderGraph, DecoderGraph), "sam2": (Sam2EncoderGraph, Sam2DecoderGraph)}
 
 
 def max_opset() -> int:
@@ -54,6 +55,11 @@ def max_opset() -> int:
         return int(ONNX_MAX_OPSET)
     except ImportError:  # pragma: no cover - private constant moved
         return 20
+
+
+def interface_of(sam: torch.nn.Module) -> Interface:
+    """The graph interface of a :class:`~samkit.models.Sam` or :class:`~samkit.models.Sam2`."""
+    return INTERFACES["sam2" if isinstance(sam, Sam2) else "sam"]
 
 
 def export_onnx(
@@ -90,50 +96,73 @@ def export_onnx(
     """
     sam, config, default_name = _unwrap(model)
     opset = _check_options(opset, mask_output, quantize, encoder, decoder)
-    quantized = QUANTIZE_CHOICES[quantize]
     name = _check_name(name or default_name)
+    parts = {"encoder": encoder, "decoder": decoder, "quantized": QUANTIZE_CHOICES[quantize]}
+    return _write_pair(model, sam, config, output_dir, name, opset, mask_output, parts, verify)
+
+
+def export_sam2_onnx(
+    model: Any,
+    output_dir: str | os.PathLike = ".",
+    *,
+    name: str | None = None,
+    opset: int = DEFAULT_OPSET,
+    mask_output: str = "all",
+    encoder: bool = True,
+    decoder: bool = True,
+) -> dict[str, Path]:
+    """Export a SAM 2 model (a :class:`~samkit.SAM` or :class:`~samkit.models.Sam2`).
+
+    Writes ``<name>_encoder.onnx``, ``<name>_decoder.onnx`` and ``<name>_onnx.json`` into
+    ``output_dir`` (staged in a private temporary folder there, moved when complete). Options
+    as :func:`export_onnx`'s; ``mask_output`` is ``"all"``, ``"multi"`` or ``"single"``.
+    """
+    sam, config, default_name = _unwrap(model, Sam2)
+    opset = _check_options(opset, mask_output, False, encoder, decoder, INTERFACES["sam2"])
+    name = _check_name(name or default_name)
+    parts = {"encoder": encoder, "decoder": decoder, "quantized": ()}
+    return _write_pair(model, sam, config, output_dir, name, opset, mask_output, parts, False)
+
+
+def _write_pair(
+    model: Any,
+    sam: Any,
+    config: ModelConfig | None,
+    output_dir: str | os.PathLike,
+    name: str,
+    opset: int,
+    mask_output: str,
+    parts: dict[str, Any],
+    verify: bool,
+) -> dict[str, Path]:
+    """Export the graphs ``parts`` asks for (``encoder``, ``decoder``: bool; ``quantized``: the
+    roles to copy as int8), then the metadata JSON; options already checked."""
     out = _prepare_dir(output_dir)
-    variant = match_variant(config) if config is not None else None
-    base = GraphMeta(
-        fingerprint=weights_fingerprint(sam),
-        variant=variant.name if variant else "custom",
-        image_size=sam.image_size,
-        pixel_mean=pixel_stats(sam)[0],
-        pixel_std=pixel_stats(sam)[1],
-    )
+    base = base_meta(model, sam, config)
     written: dict[str, Path] = {}
     metas: dict[str, GraphMeta] = {}
-    tmp = Path(tempfile.mkdtemp(prefix=".samkit-export-", dir=out))
-    try:
-        with _cpu_float32(sam), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer and legacy-exporter deprecation chatter
-            if encoder:
-                _export_encoder(sam, tmp / "encoder.onnx", opset)
-                metas["encoder"] = replace(base, role="encoder")
-                written.update(
-                    _finish(tmp / "encoder.onnx", out, name, "encoder", metas["encoder"])
-                )
-            if decoder:
-                _export_decoder(sam, tmp / "decoder.onnx", opset, mask_output)
-                metas["decoder"] = replace(base, role="decoder", mask_output=mask_output)
-                written.update(
-                    _finish(tmp / "decoder.onnx", out, name, "decoder", metas["decoder"])
-                )
-            for role in quantized:
-                staged = tmp / f"{role}_int8.onnx"
-                _quantize(written[role], staged)
-                meta = replace(metas[role], quantized="int8")
-                written.update(_finish(staged, out, name, f"{role}_int8", meta))
-            report = None
-            if verify:
-                from .verify import verify_export
+    with _staging(out, sam) as tmp:
+        if parts["encoder"]:
+            _export_encoder(sam, tmp / "encoder.onnx", opset)
+            metas["encoder"] = replace(base, role="encoder")
+            written.update(_finish(tmp / "encoder.onnx", out, name, "encoder", metas["encoder"]))
+        if parts["decoder"]:
+            _export_decoder(sam, tmp / "decoder.onnx", opset, mask_output)
+            metas["decoder"] = replace(base, role="decoder", mask_output=mask_output)
+            written.update(_finish(tmp / "decoder.onnx", out, name, "decoder", metas["decoder"]))
+        for role in parts["quantized"]:
+            staged = tmp / f"{role}_int8.onnx"
+            _quantize(written[role], staged)
+            meta = replace(metas[role], quantized="int8")
+            written.update(_finish(staged, out, name, f"{role}_int8", meta))
+        report = None
+        if verify:
+            from .verify import verify_export
 
-                report = verify_export(sam, written)
-        written["metadata"] = write_metadata(
-            out / f"{name}_onnx.json", written, base, config, opset, mask_output, report
-        )
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            report = verify_export(sam, written)
+    written["metadata"] = write_metadata(
+        out / f"{name}_onnx.json", written, base, config, opset, mask_output, report
+    )
     return written
 
 
@@ -158,33 +187,70 @@ def pixel_stats(sam: Sam) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return values(sam.pixel_mean), values(sam.pixel_std)
 
 
-def _unwrap(model: Any) -> tuple[Sam, ModelConfig | None, str]:
-    """(Sam module, config or None, default file name prefix) of a SAM or Sam."""
-    if isinstance(model, Sam):
+def base_meta(model: Any, sam: Any, config: ModelConfig | None) -> GraphMeta:
+    """What every graph of an export of ``model`` (module ``sam``) records: the weights'
+    fingerprint, the variant, the input side and the pixel statistics (RGB, 0-255)."""
+    if isinstance(sam, Sam2):
+        variant = getattr(model, "name", "sam2")
+        mean, std = IMAGENET_MEAN_255, IMAGENET_STD_255
+    else:
+        known = match_variant(config) if config is not None else None
+        variant = known.name if known else "custom"
+        mean, std = pixel_stats(sam)
+    return GraphMeta(
+        fingerprint=weights_fingerprint(sam),
+        variant=variant,
+        image_size=sam.image_size,
+        pixel_mean=mean,
+        pixel_std=std,
+    )
+
+
+def _unwrap(model: Any, kind: type = Sam) -> tuple[Any, ModelConfig | None, str]:
+    """(module, config or None, default file name prefix) of a SAM facade or a ``kind`` module
+    (:class:`Sam`, or :class:`Sam2` for SAM 2 exports)."""
+    fallback = "sam2" if kind is Sam2 else "sam"
+    if isinstance(model, kind):
+        if kind is Sam2:
+            return model, None, fallback
         try:  # name the variant from the weights' shapes (heads are not in them: no config)
             variant = match_variant(infer_config(model.state_dict()))
         except SamkitError:
             variant = None
         if variant is None:
-            return model, None, "sam"
+            return model, None, fallback
         return model, variant.config, variant.name
     sam, config = getattr(model, "model", None), getattr(model, "config", None)
-    if not isinstance(sam, Sam):
+    if not isinstance(sam, kind):
+        what = type(model if sam is None else sam).__name__  # the wrapped module, if any
         raise ExportError(
-            f"cannot export a {type(model).__name__}: pass a samkit.SAM or a samkit.models.Sam"
+            f"cannot export a {what}: pass a samkit.SAM or a samkit.models.{kind.__name__}"
         )
     ckpt = getattr(model, "checkpoint", None)
     stem = Path(ckpt.path).stem if ckpt is not None and getattr(ckpt, "path", None) else None
-    return sam, config, stem or getattr(model, "name", "sam")
+    return sam, config, stem or getattr(model, "name", fallback)
 
 
-def _check_options(opset: Any, mask_output: Any, quantize: Any, encoder: Any, decoder: Any) -> int:
+def _check_opset(opset: Any) -> int:
     top = max_opset()
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
         raise ExportError(f"opset must be an integer from {MIN_OPSET} to {top}, got {opset!r}")
-    if mask_output not in MASK_TOKENS:
+    return opset
+
+
+def _check_options(
+    opset: Any,
+    mask_output: Any,
+    quantize: Any,
+    encoder: Any,
+    decoder: Any,
+    interface: Interface = INTERFACES["sam"],
+) -> int:
+    opset = _check_opset(opset)
+    modes = interface.mask_outputs
+    if mask_output not in modes:
         raise ExportError(
-            f"mask_output must be one of {', '.join(map(repr, MASK_TOKENS))}, got {mask_output!r}"
+            f"mask_output must be one of {', '.join(map(repr, modes))}, got {mask_output!r}"
         )
     try:
         parts = QUANTIZE_CHOICES[quantize]
@@ -220,7 +286,7 @@ def _prepare_dir(output_dir: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def _cpu_float32(sam: Sam) -> Iterator[None]:
+def _cpu_float32(sam: torch.nn.Module) -> Iterator[None]:
     """Temporarily move ``sam`` to CPU float32 (the exported graphs are float32)."""
     p = next(sam.parameters())
     device, dtype, training = p.device, p.dtype, sam.training
@@ -231,6 +297,19 @@ def _cpu_float32(sam: Sam) -> Iterator[None]:
         sam.to(device, dtype).train(training)
 
 
+@contextlib.contextmanager
+def _staging(out: Path, sam: torch.nn.Module) -> Iterator[Path]:
+    """A private temporary folder inside ``out`` (removed afterwards), with ``sam`` on CPU
+    float32 and the exporter's warnings silenced meanwhile."""
+    tmp = Path(tempfile.mkdtemp(prefix=".samkit-export-", dir=out))
+    try:
+        with _cpu_float32(sam), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer and legacy-exporter deprecation chatter
+            yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _torch_export(module: torch.nn.Module, args: tuple, path: Path, opset: int, **kw: Any) -> None:
     try:
         with torch.no_grad():
@@ -239,37 +318,52 @@ def _torch_export(module: torch.nn.Module, args: tuple, path: Path, opset: int, 
         raise ExportError(f"torch.onnx could not export the {path.stem}: {e}") from e
 
 
-def _export_encoder(sam: Sam, path: Path, opset: int) -> None:
-    s = sam.image_size
-    _torch_export(
-        EncoderGraph(sam).eval(),
-        (torch.zeros(1, 3, s, s),),
-        path,
-        opset,
-        input_names=[ENCODER_INPUT],
-        output_names=[ENCODER_OUTPUT],
-    )
-
-
-def _export_decoder(sam: Sam, path: Path, opset: int, mask_output: str) -> None:
+def example_decoder_inputs(
+    sam: torch.nn.Module,
+    points: tuple = ((10.0, 10.0), (0.0, 0.0)),
+    labels: tuple = (1.0, -1.0),
+    orig_im_size: bool = True,
+) -> tuple[torch.Tensor, ...]:
+    """The inputs a decoder graph is traced with: zero encoder outputs (``1 x C x h x w``; SAM 2
+    adds ``1 x C/8 x 4h x 4w`` and ``1 x C/4 x 2h x 2w``), ``points`` ``1 x N x 2`` with
+    ``labels`` ``1 x N``, an empty ``1 x 1 x 4h x 4w`` mask prompt with its flag and, with
+    ``orig_im_size``, the model's input side as the image size."""
     pe = sam.prompt_encoder
     gh, gw = pe.image_embedding_size
     mh, mw = pe.mask_input_size
-    args = (
-        torch.zeros(1, pe.embed_dim, gh, gw),
-        torch.tensor([[[10.0, 10.0], [0.0, 0.0]]]),
-        torch.tensor([[1.0, -1.0]]),
-        torch.zeros(1, 1, mh, mw),
-        torch.zeros(1),
-        torch.tensor([float(sam.image_size), float(sam.image_size)]),
-    )
-    points = {1: "num_points"}
+    c = pe.embed_dim
+    features = [torch.zeros(1, c, gh, gw)]
+    if isinstance(sam, Sam2):
+        features += [torch.zeros(1, c // 8, 4 * gh, 4 * gw), torch.zeros(1, c // 4, 2 * gh, 2 * gw)]
+    prompt = [torch.tensor([points]), torch.tensor([labels]), torch.zeros(1, 1, mh, mw)]
+    prompt.append(torch.zeros(1))
+    if orig_im_size:
+        prompt.append(torch.tensor([float(sam.image_size), float(sam.image_size)]))
+    return (*features, *prompt)
+
+
+def _export_encoder(sam: torch.nn.Module, path: Path, opset: int) -> None:
+    interface = interface_of(sam)
+    s = sam.image_size
     _torch_export(
-        DecoderGraph(sam, mask_output).eval(),
-        args,
+        GRAPHS[interface.family][0](sam).eval(),
+        (torch.zeros(1, 3, s, s),),
         path,
         opset,
-        input_names=list(DECODER_INPUTS),
+        input_names=[interface.encoder_input],
+        output_names=list(interface.encoder_outputs),
+    )
+
+
+def _export_decoder(sam: torch.nn.Module, path: Path, opset: int, mask_output: str) -> None:
+    interface = interface_of(sam)
+    points = {1: "num_points"}
+    _torch_export(
+        GRAPHS[interface.family][1](sam, mask_output).eval(),
+        example_decoder_inputs(sam),
+        path,
+        opset,
+        input_names=list(interface.decoder_inputs),
         output_names=list(DECODER_OUTPUTS),
         dynamic_axes={
             "point_coords": points,
@@ -277,7 +371,8 @@ def _export_decoder(sam: Sam, path: Path, opset: int, mask_output: str) -> None:
             "masks": {2: "image_height", 3: "image_width"},
         },
     )
-    m = MASK_OUTPUT_COUNTS[mask_output]
+    m = interface.mask_outputs[mask_output]
+    mh, mw = sam.prompt_encoder.mask_input_size
     _declare_output_shapes(
         path,
         {

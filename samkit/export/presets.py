@@ -14,7 +14,7 @@
   file name Meta's demo loads), its fp32 twin, and with ``image=`` the image's embedding as
   ``<name>_webdemo/data/<stem>_embedding.npy``.
 
-SAM 2 / 2.1 models (``samkit.export.sam2_tools``, ``samkit.export.cvat_sam2``):
+SAM 2 / 2.1 models (``samkit.export.sam2_tools``, ``samkit.export.cvat.CvatSam2Handler``):
 
 - ``xanylabeling``: ``<name>.encoder.onnx`` (the three-output encoder, static ``1 x 3 x S x S``
   input: X-AnyLabeling preprocesses itself), ``<name>.decoder.onnx`` (seven inputs, one low-res
@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,21 +38,19 @@ import torch
 
 from ..errors import ExportError
 from ..models import Sam
-from ..zoo.registry import match_variant
 from . import cvat
 from .onnx import (
     DEFAULT_OPSET,
-    MIN_OPSET,
     _check_name,
-    _cpu_float32,
+    _check_opset,
     _finish,
     _prepare_dir,
     _quantize,
+    _staging,
     _torch_export,
     _unwrap,
-    max_opset,
-    pixel_stats,
-    weights_fingerprint,
+    base_meta,
+    example_decoder_inputs,
 )
 from .spec import DECODER_INPUTS, DECODER_OUTPUTS, PRESETS, GraphMeta
 from .tool_graphs import CvatDecoderGraph, RawImageEncoderGraph, ToolDecoderGraph
@@ -111,34 +107,20 @@ def export_preset(
             f"{preset} scales prompts to a {TOOL_INPUT_SIZE} long side (a constant in the tool); "
             f"this model's input size is {sam.image_size}"
         )
-    top = max_opset()
-    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
-        raise ExportError(f"opset must be an integer from {MIN_OPSET} to {top}, got {opset!r}")
+    opset = _check_opset(opset)
     if preset == "cvat":
         _check_cvat(sam, config)
     if image is not None:  # read before writing anything
         stem = Path(image).stem if isinstance(image, (str, os.PathLike)) else "image"
         image = (stem, _read_rgb(image))
     out = _prepare_dir(output_dir)
-    variant = match_variant(config) if config is not None else None
-    base = GraphMeta(
-        fingerprint=weights_fingerprint(sam),
-        variant=variant.name if variant else "custom",
-        image_size=sam.image_size,
-        pixel_mean=pixel_stats(sam)[0],
-        pixel_std=pixel_stats(sam)[1],
-    )
-    tmp = Path(tempfile.mkdtemp(prefix=".samkit-export-", dir=out))
-    try:
-        with _cpu_float32(sam), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer chatter
-            if preset == "xanylabeling":
-                return _xanylabeling(sam, out, tmp, name, opset, base)
-            if preset == "cvat":
-                return _cvat(sam, config, out, tmp, name, opset, base, samkit_requirement)
-            return _webdemo(sam, out, tmp, name, opset, base, image)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    base = base_meta(model, sam, config)
+    with _staging(out, sam) as tmp:
+        if preset == "xanylabeling":
+            return _xanylabeling(sam, out, tmp, name, opset, base)
+        if preset == "cvat":
+            return _cvat(sam, config, out, tmp, name, opset, base, samkit_requirement)
+        return _webdemo(sam, out, tmp, name, opset, base, image)
 
 
 # -- graphs -------------------------------------------------------------------------------------
@@ -159,17 +141,6 @@ def export_raw_encoder(sam: Sam, path: Path, opset: int) -> None:
 def export_tool_decoder(sam: Sam, path: Path, opset: int, graph: str = "best") -> None:
     """A :class:`ToolDecoderGraph` (``graph`` = its mask_output) or, for ``"cvat"``, a
     :class:`CvatDecoderGraph`; points dynamic, masks at ``orig_im_size``."""
-    pe = sam.prompt_encoder
-    gh, gw = pe.image_embedding_size
-    mh, mw = pe.mask_input_size
-    args = (
-        torch.zeros(1, pe.embed_dim, gh, gw),
-        torch.tensor([[[10.0, 10.0], [0.0, 0.0]]]),
-        torch.tensor([[1.0, -1.0]]),
-        torch.zeros(1, 1, mh, mw),
-        torch.zeros(1),
-        torch.tensor([float(sam.image_size), float(sam.image_size)]),
-    )
     points = {1: "num_points"}
     if graph == "cvat":
         module, outputs = CvatDecoderGraph(sam), CVAT_OUTPUTS
@@ -179,7 +150,7 @@ def export_tool_decoder(sam: Sam, path: Path, opset: int, graph: str = "best") -
         sizes = {"masks": {2: "image_height", 3: "image_width"}}
     _torch_export(
         module.eval(),
-        args,
+        example_decoder_inputs(sam),
         path,
         opset,
         input_names=list(DECODER_INPUTS),
@@ -303,61 +274,36 @@ def _sam2_preset(
     """The ``xanylabeling`` / ``cvat`` layouts of a SAM 2 model (module docstring)."""
     from .. import __version__
     from ..models.sam2 import Sam2
-    from . import cvat_sam2
-    from .sam2_onnx import IMAGENET_MEAN_255, IMAGENET_STD_255, _export_encoder
+    from .onnx import _export_encoder
     from .sam2_tools import export_sam2_tool_decoder, xanylabeling_sam2_yaml
 
-    sam = model if isinstance(model, Sam2) else getattr(model, "model", None)
-    config = getattr(model, "config", None)
-    if not isinstance(sam, Sam2):
-        raise ExportError(
-            f"cannot export a {type(sam).__name__}: pass a samkit.SAM or a samkit.models.Sam2"
-        )
+    sam, config, default_name = _unwrap(model, Sam2)
     if preset == "cvat" and config is None:
         raise ExportError("the cvat preset needs a model with a known config (a samkit.SAM)")
-    ckpt = getattr(model, "checkpoint", None)
-    stem = Path(ckpt.path).stem if ckpt is not None and getattr(ckpt, "path", None) else None
-    name = _check_name(name or stem or getattr(model, "name", "sam2"))
-    top = max_opset()
-    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
-        raise ExportError(f"opset must be an integer from {MIN_OPSET} to {top}, got {opset!r}")
+    name = _check_name(name or default_name)
+    opset = _check_opset(opset)
     out = _prepare_dir(output_dir)
-    base = GraphMeta(
-        fingerprint=weights_fingerprint(sam),
-        variant=getattr(model, "name", "sam2"),
-        image_size=sam.image_size,
-        pixel_mean=IMAGENET_MEAN_255,
-        pixel_std=IMAGENET_STD_255,
-    )
+    base = base_meta(model, sam, config)
     written: dict[str, Path] = {}
-    tmp = Path(tempfile.mkdtemp(prefix=".samkit-export-", dir=out))
-    try:
-        with _cpu_float32(sam), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer chatter
-            if preset == "cvat":
-                folder = out / f"{name}_cvat_sam2" / "nuclio"
-                folder.mkdir(parents=True, exist_ok=True)
-                written["weights"] = _write_weights(sam, config, folder / cvat.WEIGHTS_FILE, tmp)
-                files = cvat_sam2.function_files(
-                    name,
-                    f"Segment Anything 2 ({name}, samkit)",
-                    requirement or f"samkit=={__version__}",
-                )
-                written["function"] = _write_text(folder / "function.yaml", files["function.yaml"])
-                written["handler"] = _write_text(folder / "main.py", files["main.py"])
-                return written
-            _export_encoder(sam, tmp / "encoder.onnx", opset)
-            meta = replace(base, role="encoder")
-            written.update(
-                _finish(tmp / "encoder.onnx", out, name, "encoder", meta, f"{name}.encoder")
+    with _staging(out, sam) as tmp:
+        if preset == "cvat":
+            folder = out / f"{name}_cvat_sam2" / "nuclio"
+            folder.mkdir(parents=True, exist_ok=True)
+            written["weights"] = _write_weights(sam, config, folder / cvat.WEIGHTS_FILE, tmp)
+            files = cvat.sam2_function_files(
+                name,
+                f"Segment Anything 2 ({name}, samkit)",
+                requirement or f"samkit=={__version__}",
             )
-            export_sam2_tool_decoder(sam, tmp / "decoder.onnx", opset)
-            meta = replace(base, role="decoder", mask_output="best")
-            written.update(
-                _finish(tmp / "decoder.onnx", out, name, "decoder", meta, f"{name}.decoder")
-            )
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            written["function"] = _write_text(folder / "function.yaml", files["function.yaml"])
+            written["handler"] = _write_text(folder / "main.py", files["main.py"])
+            return written
+        _export_encoder(sam, tmp / "encoder.onnx", opset)
+        meta = replace(base, role="encoder")
+        written.update(_finish(tmp / "encoder.onnx", out, name, "encoder", meta, f"{name}.encoder"))
+        export_sam2_tool_decoder(sam, tmp / "decoder.onnx", opset)
+        meta = replace(base, role="decoder", mask_output="best")
+        written.update(_finish(tmp / "decoder.onnx", out, name, "decoder", meta, f"{name}.decoder"))
     text = xanylabeling_sam2_yaml(name, written["encoder"].name, written["decoder"].name)
     written["config"] = _write_text(out / f"{name}.yaml", text)
     return written

@@ -1,6 +1,6 @@
 """Load an exported encoder + decoder pair into onnxruntime and check that they belong together.
 
-Torch-free: used by :class:`~samkit.onnx_predictor.OnnxPredictor`.
+Torch-free: used by :class:`~samkit.export.onnx_predictor.OnnxPredictor` (SAM and SAM 2 pairs).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ExportError
 from ..predict.geometry import PIXEL_MEAN, PIXEL_STD
-from .spec import DECODER_INPUTS, DECODER_OUTPUTS, GraphMeta
+from .spec import DECODER_OUTPUTS, INTERFACES, GraphMeta, Interface
 
 _MASK_OUTPUT_BY_COUNT = {4: "all", 3: "multi", 1: "single"}  # for graphs without samkit metadata
 QUANTIZED_CHOICES = {
@@ -40,7 +40,8 @@ def onnxruntime() -> Any:
 class OnnxPair:
     """Sessions of an encoder (None: decode given embeddings only) and a decoder, and what
     their graphs say: embedding ``C x h x w``, mask input ``4h x 4w``, model input side ``S``,
-    ``mask_output`` mode (None: a foreign decoder, decided by its first output), pixel stats."""
+    ``mask_output`` mode (None: a foreign decoder, decided by its first output), pixel stats,
+    and the ``interface`` of the model family they were checked against."""
 
     encoder: Any
     decoder: Any
@@ -53,6 +54,7 @@ class OnnxPair:
     mask_output: str | None
     pixel_mean: tuple[float, ...]
     pixel_std: tuple[float, ...]
+    interface: Interface = INTERFACES["sam"]
 
     @staticmethod
     def mode_for_count(count: int) -> str | None:
@@ -64,8 +66,12 @@ def load_pair(
     decoder: str | os.PathLike,
     providers: list[Any] | None = None,
     session_options: Any = None,
+    family: str = "sam",
 ) -> OnnxPair:
-    """Open both graphs and check them (see :class:`~samkit.onnx_predictor.OnnxPredictor`)."""
+    """Open both graphs and check them against the interface of model ``family`` (``"sam"``
+    or ``"sam2"``, see :data:`~samkit.export.spec.INTERFACES`), as
+    :class:`~samkit.export.onnx_predictor.OnnxPredictor` describes."""
+    interface = INTERFACES[family]
     ort = onnxruntime()
     providers = providers or ["CPUExecutionProvider"]
     enc = _session(ort, encoder, providers, session_options) if encoder is not None else None
@@ -75,13 +81,14 @@ def load_pair(
 
     inputs = {i.name: i for i in dec.get_inputs()}
     outputs = [o.name for o in dec.get_outputs()]
-    if any(n not in inputs for n in DECODER_INPUTS) or outputs[:3] != list(DECODER_OUTPUTS):
+    wanted = interface.decoder_inputs
+    if any(n not in inputs for n in wanted) or outputs[:3] != list(DECODER_OUTPUTS):
         raise ExportError(
-            f"{decoder} does not have SAM's ONNX decoder interface (inputs "
-            f"{', '.join(DECODER_INPUTS)}; outputs {', '.join(DECODER_OUTPUTS)}); it has inputs "
+            f"{decoder} does not have {interface.title} decoder interface (inputs "
+            f"{', '.join(wanted)}; outputs {', '.join(DECODER_OUTPUTS)}); it has inputs "
             f"{sorted(inputs)} and outputs {outputs}"
         )
-    emb, mask = inputs["image_embeddings"].shape, inputs["mask_input"].shape
+    emb, mask = inputs[interface.embedding_inputs[0]].shape, inputs["mask_input"].shape
     if not all(isinstance(d, int) for d in (*emb[1:], *mask[2:])):
         raise ExportError(f"the decoder's embedding and mask inputs need fixed sizes: {emb}")
     embedding_shape = (int(emb[1]), int(emb[2]), int(emb[3]))
@@ -101,20 +108,7 @@ def load_pair(
         )
     encoder_input = None
     if enc is not None:
-        enc_in, enc_out = enc.get_inputs(), enc.get_outputs()
-        if len(enc_in) != 1 or len(enc_in[0].shape) != 4 or len(enc_out) != 1:
-            raise ExportError(
-                "the encoder must take one 1 x 3 x S x S image and return one embedding; it has "
-                f"inputs {[(i.name, i.shape) for i in enc_in]}"
-            )
-        encoder_input = enc_in[0].name
-        in_shape, out_shape = tuple(enc_in[0].shape[1:]), tuple(enc_out[0].shape[1:])
-        if in_shape != (3, image_size, image_size) or out_shape != embedding_shape:
-            raise ExportError(
-                f"the encoder (input 1 x {in_shape}, embedding 1 x {out_shape}) does not fit the "
-                f"decoder (image {image_size} x {image_size}, embedding 1 x {embedding_shape}); "
-                "use the encoder exported with this decoder"
-            )
+        encoder_input = _check_encoder(enc, interface, image_size, embedding_shape)
     return OnnxPair(
         encoder=enc,
         decoder=dec,
@@ -127,7 +121,35 @@ def load_pair(
         mask_output=dec_meta.mask_output or _MASK_OUTPUT_BY_COUNT.get(count),
         pixel_mean=stats.pixel_mean or PIXEL_MEAN,
         pixel_std=stats.pixel_std or PIXEL_STD,
+        interface=interface,
     )
+
+
+def _check_encoder(
+    enc: Any, interface: Interface, image_size: int, embedding_shape: tuple[int, int, int]
+) -> str:
+    """The encoder's input name, after checking that its graph fits the decoder: one
+    ``1 x 3 x S x S`` input; one output (any name), or the family's named outputs."""
+    enc_in, enc_out = enc.get_inputs(), enc.get_outputs()
+    names, wanted = [o.name for o in enc_out], interface.encoder_outputs
+    fits = len(names) == len(wanted) and (len(wanted) == 1 or sorted(names) == sorted(wanted))
+    if len(enc_in) != 1 or len(enc_in[0].shape) != 4 or not fits:
+        returns = "one embedding" if len(wanted) == 1 else ", ".join(wanted)
+        raise ExportError(
+            f"the encoder must take one 1 x 3 x S x S image and return {returns}; it has "
+            f"inputs {[(i.name, i.shape) for i in enc_in]} and outputs {names}"
+        )
+    embedding = (
+        enc_out[0] if len(wanted) == 1 else enc_out[names.index(interface.embedding_inputs[0])]
+    )
+    in_shape, out_shape = tuple(enc_in[0].shape[1:]), tuple(embedding.shape[1:])
+    if in_shape != (3, image_size, image_size) or out_shape != embedding_shape:
+        raise ExportError(
+            f"the encoder (input 1 x {in_shape}, embedding 1 x {out_shape}) does not fit the "
+            f"decoder (image {image_size} x {image_size}, embedding 1 x {embedding_shape}); "
+            "use the encoder exported with this decoder"
+        )
+    return enc_in[0].name
 
 
 def export_files(

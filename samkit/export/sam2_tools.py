@@ -28,28 +28,22 @@ import json
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..models.sam2 import Sam2
 from ..models.sam2_decoder import select_masks
-from .graphs import DecoderGraph
-from .onnx import _declare_output_shapes, _torch_export
+from .graphs import Sam2DecoderGraph
+from .onnx import _declare_output_shapes, _torch_export, example_decoder_inputs
 from .spec import SAM2_DECODER_INPUTS
 
 XANY_SAM2_DECODER_INPUTS = SAM2_DECODER_INPUTS[:7]  # no orig_im_size
 XANY_SAM2_DECODER_OUTPUTS = ("masks", "iou_predictions")
 
 
-class Sam2ToolDecoderGraph(nn.Module):
+class Sam2ToolDecoderGraph(Sam2DecoderGraph):
     """Seven inputs (module docstring) -> ``masks 1 x 1 x 4h x 4w``, ``iou_predictions 1 x 1``."""
 
     def __init__(self, sam: Sam2) -> None:
-        super().__init__()
-        self.sam = sam
-        self.prompt_encoder = sam.prompt_encoder  # what DecoderGraph's helpers use
-
-    embed_points = DecoderGraph.embed_points
-    embed_mask = DecoderGraph.embed_mask
+        super().__init__(sam)
 
     @staticmethod
     def normalize_points(
@@ -67,26 +61,11 @@ class Sam2ToolDecoderGraph(nn.Module):
         labels = torch.cat([labels, torch.full((1, 1), -1.0, dtype=labels.dtype)], dim=1)
         return coords, labels, lone.reshape(1)
 
-    def forward(
-        self,
-        image_embed: torch.Tensor,
-        high_res_feats_0: torch.Tensor,
-        high_res_feats_1: torch.Tensor,
-        point_coords: torch.Tensor,
-        point_labels: torch.Tensor,
-        mask_input: torch.Tensor,
-        has_mask_input: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``inputs``: the seven of ``XANY_SAM2_DECODER_INPUTS``, in that order."""
+        embed, feats_0, feats_1, point_coords, point_labels, mask_input, has_mask = inputs
         coords, labels, lone = self.normalize_points(point_coords, point_labels)
-        sparse = self.embed_points(coords, labels)
-        dense = self.embed_mask(mask_input, has_mask_input)
-        masks, iou, _ = self.sam.mask_decoder(
-            image_embed,
-            self.prompt_encoder.get_dense_pe(),
-            sparse,
-            dense,
-            (high_res_feats_0, high_res_feats_1),
-        )
+        masks, iou = self.decode(embed, (feats_0, feats_1), (coords, labels, mask_input, has_mask))
         single, single_iou = select_masks(masks, iou, multimask_output=False)
         best = torch.argmax(iou[:, 1:], dim=1)
         multi = masks[:, 1:][:, best]  # 1 x 1 x h x w (batch of one)
@@ -98,19 +77,7 @@ class Sam2ToolDecoderGraph(nn.Module):
 
 def export_sam2_tool_decoder(sam: Sam2, path: Path, opset: int) -> None:
     """Export :class:`Sam2ToolDecoderGraph` (points dynamic, everything else static)."""
-    pe = sam.prompt_encoder
-    gh, gw = pe.image_embedding_size
-    mh, mw = pe.mask_input_size
-    c = pe.embed_dim
-    args = (
-        torch.zeros(1, c, gh, gw),
-        torch.zeros(1, c // 8, 4 * gh, 4 * gw),
-        torch.zeros(1, c // 4, 2 * gh, 2 * gw),
-        torch.tensor([[[10.0, 10.0], [30.0, 40.0]]]),
-        torch.tensor([[1.0, 0.0]]),
-        torch.zeros(1, 1, mh, mw),
-        torch.zeros(1),
-    )
+    args = example_decoder_inputs(sam, ((10.0, 10.0), (30.0, 40.0)), (1.0, 0.0), False)
     points = {1: "num_points"}
     _torch_export(
         Sam2ToolDecoderGraph(sam).eval(),
@@ -121,6 +88,7 @@ def export_sam2_tool_decoder(sam: Sam2, path: Path, opset: int) -> None:
         output_names=list(XANY_SAM2_DECODER_OUTPUTS),
         dynamic_axes={"point_coords": points, "point_labels": points},
     )
+    mh, mw = sam.prompt_encoder.mask_input_size
     _declare_output_shapes(path, {"masks": [1, 1, mh, mw], "iou_predictions": [1, 1]})
 
 

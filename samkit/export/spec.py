@@ -47,6 +47,39 @@ MASK_TOKENS = {
 }
 MASK_OUTPUT_COUNTS = {"all": 4, "multi": 3, "single": 1, "best": 1}
 
+
+@dataclass(frozen=True)
+class Interface:
+    """The graph interface of one model family: ``"sam"`` (SAM, MobileSAM: one embedding) or
+    ``"sam2"`` (SAM 2 / 2.1: the embedding and two high-resolution feature maps)."""
+
+    family: str
+    title: str  # how errors name it
+    encoder_input: str
+    encoder_outputs: tuple[str, ...]  # the embedding is the one named decoder_inputs[0]
+    decoder_inputs: tuple[str, ...]  # the encoder outputs first, then the prompts
+    mask_outputs: Mapping[str, int]  # mask_output mode -> masks per object
+
+    @property
+    def embedding_inputs(self) -> tuple[str, ...]:
+        """The decoder inputs fed from the encoder (the embedding first)."""
+        return self.decoder_inputs[: len(self.encoder_outputs)]
+
+
+INTERFACES = {
+    "sam": Interface(
+        "sam", "SAM's ONNX", ENCODER_INPUT, (ENCODER_OUTPUT,), DECODER_INPUTS, MASK_OUTPUT_COUNTS
+    ),
+    "sam2": Interface(
+        "sam2",
+        "the SAM 2",
+        SAM2_ENCODER_INPUT,
+        SAM2_ENCODER_OUTPUTS,
+        SAM2_DECODER_INPUTS,
+        SAM2_MASK_OUTPUTS,
+    ),
+}
+
 # export presets: the files a labeling tool loads (samkit.export.presets)
 PRESETS = ("xanylabeling", "cvat", "webdemo")
 

@@ -64,6 +64,10 @@ class PointDecoder:
             about 20 MB per prompt in float32).
     """
 
+    #: position of the IoU token among the output tokens, and of the first mask token
+    iou_index = 0
+    mask_offset = 1
+
     def __init__(self, sam: Sam, dtype: torch.dtype = torch.float32, chunk: int = 4) -> None:
         if dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
@@ -75,7 +79,7 @@ class PointDecoder:
             dec = copy.deepcopy(dec).to(dtype)
         self.dec = dec
         self.input_size = sam.prompt_encoder.input_image_size  # (h, w) of the model input
-        self.token_indices = dec.mask_token_indices(True)
+        self.token_indices = list(range(1, dec.num_mask_tokens))  # the multimask outputs
         self._features: torch.Tensor | None = None
 
     # -- per image ---------------------------------------------------------------------------
@@ -177,7 +181,8 @@ class PointDecoder:
             q, pe, keys = self._layers(self.point_tokens(coords[s : s + self.chunk]))
             final = self.dec.transformer.final_attn_token_to_image
             # The final attention treats every token on its own: the IoU token first ...
-            iou_tok = self._final(final, q[:, :1], pe[:, :1], keys)
+            i = self.iou_index
+            iou_tok = self._final(final, q[:, i : i + 1], pe[:, i : i + 1], keys)
             iou = dec.iou_prediction_head(iou_tok[:, 0])[:, self.token_indices].float()
             keep = torch.ones_like(iou, dtype=torch.bool)
             if iou_threshold is not None:
@@ -185,7 +190,7 @@ class PointDecoder:
             rows = keep.any(1).nonzero()[:, 0]
             if len(rows):
                 # ... then the mask tokens, only for prompts with a mask to upscale.
-                sel = [1 + t for t in self.token_indices]
+                sel = [self.mask_offset + t for t in self.token_indices]
                 if len(rows) < len(q):  # (no copies when every prompt goes on)
                     q, pe, keys = q[rows], pe[rows], keys[rows]
                 mask_tok = self._final(final, q[:, sel], pe[:, sel], keys)
@@ -249,12 +254,20 @@ class PointDecoder:
                 rests.append(UpscaleRest(tokens.clone(), hyper, axis, start))
         return torch.cat(logits), torch.cat(ious), UpscaleRest.cat(rests) if rests else None
 
-    def _sparse_chunks(self, sparse: torch.Tensor, multimask_output: bool, chunk: int | None):
+    def _sparse_chunks(
+        self, sparse: torch.Tensor, multimask_output: bool | list[int], chunk: int | None
+    ):
         """Per ``chunk`` prompts: ``(image tokens R x N x C, hypernetwork outputs R x M x C/8,
-        iou R x M)``, everything before the output upscaling (callers check the features)."""
+        iou R x M)``, everything before the output upscaling (callers check the features).
+        ``multimask_output``: the multimask tokens, else the single-mask one; or a list of
+        mask token indices."""
         dec = self.dec
-        indices = dec.mask_token_indices(multimask_output)
-        sel = [0] + [1 + t for t in indices]  # the IoU token, then the requested mask tokens
+        if isinstance(multimask_output, list):
+            indices = multimask_output
+        else:
+            indices = self.token_indices if multimask_output else [0]
+        # the IoU token, then the requested mask tokens
+        sel = [self.iou_index] + [self.mask_offset + t for t in indices]
         step = max(1, int(chunk or self.chunk))
         for s in range(0, sparse.shape[0], step):
             q, pe, keys = self._layers(self._with_output_tokens(sparse[s : s + step]))
@@ -418,14 +431,25 @@ class PointDecoder:
         c2 = conv2.out_channels
         w1 = conv1.weight.permute(0, 2, 3, 1).reshape(c, 4 * c1)  # (a, b, o) per input chan
         w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
-        y = torch.addmm(conv1.bias.repeat(4), grid.reshape(r * n, c), w1).view(r * n * 4, c1)
+        y = torch.addmm(conv1.bias.repeat(4), grid.reshape(r * n, c), w1).view(r, n * 4, c1)
+        y = self._add_stride8(y, (gh, gw))
         y = F.gelu(F.layer_norm(y, (c1,), ln.weight, ln.bias, ln.eps))
-        z = F.gelu(torch.addmm(conv2.bias.repeat(4), y, w2))  # (R N 4 4) x C2
+        z = torch.addmm(conv2.bias.repeat(4), y.view(r * n * 4, c1), w2).view(r, n * 16, c2)
+        z = F.gelu(self._add_stride4(z, (gh, gw)))  # R x (N 4 4) x C2
         m = hyper.shape[1]
-        logits = torch.bmm(z.view(r, n * 16, c2), hyper.transpose(1, 2))  # R x N*16 x M
+        logits = torch.bmm(z, hyper.transpose(1, 2))  # R x N*16 x M
         # (i, j, a, b, a2, b2) -> rows 4i + 2a + a2, cols 4j + 2b + b2
         logits = logits.view(r, gh, gw, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
         return logits.reshape(r, m, 4 * gh, 4 * gw).float()
+
+    def _add_stride8(self, y: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+        """Hook after the first transposed convolution (``R x (N 2 2) x C/4`` rows in token,
+        then pixel order): SAM 2 adds its stride-8 features here. SAM adds nothing."""
+        return y
+
+    def _add_stride4(self, z: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+        """Hook after the second transposed convolution (``R x (N 4 4) x C/8``)."""
+        return z
 
     @torch.inference_mode()
     def complete(self, part: torch.Tensor, rest: UpscaleRest) -> torch.Tensor:

@@ -22,10 +22,12 @@ import torch
 
 from ..errors import ImageError, PromptError
 from ..models.sam2 import Sam2, box_to_points
+from ..models.sam2_decoder import Sam2MaskDecoder
 from .base import ModelPredictMixin
 from .embedding import Embedding
 from .precision import autocast, dtype_of, resolve_precision
 from .prompt_checks import ObjectPrompt, check_box, check_image, check_mask_input, check_points
+from .sam2_fast_decode import Sam2PointDecoder
 
 LOW_RES_CLAMP = 32.0
 
@@ -245,10 +247,32 @@ class Sam2Predictor(ModelPredictMixin):
         points = box_to_points(boxes, points)
         if mask_input is not None:
             mask_input = mask_input.float()
+        if mask_input is None and points is not None and self._fast_ok():
+            sparse, _ = self.model.prompt_encoder(points, None, None)
+            return self._shared_decoder().decode_sparse(sparse, multimask_output)
         low_res, iou, _ = self.model.decode(
             self.features, self.high_res, points, mask_input, multimask_output
         )
         return low_res.float(), iou.float()
+
+    def _fast_ok(self) -> bool:
+        """Prompts without a mask input go through :class:`Sam2PointDecoder` (the module
+        decoder's values, its per-image work shared across prompts and calls) unless the
+        decoder module was replaced, the features are a batch, or autocast is on."""
+        return (
+            type(self.model.mask_decoder) is Sam2MaskDecoder
+            and self.features.shape[0] == 1
+            and not torch.is_autocast_enabled(self.features.device.type)
+        )
+
+    def _shared_decoder(self) -> Sam2PointDecoder:
+        """The point decoder holding the current image's shared work (built once per image)."""
+        cached = getattr(self, "_point_decoder", None)
+        if cached is None or cached[0] is not self.features:
+            decoder = Sam2PointDecoder(self.model, chunk=2)
+            decoder.set_features(self.features, self.high_res)
+            cached = self._point_decoder = (self.features, decoder)
+        return cached[1]
 
     def clean_low_res(self, low_res: torch.Tensor) -> torch.Tensor:
         """Fill small holes / remove small specks of the low-res masks (if configured)."""

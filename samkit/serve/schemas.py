@@ -2,7 +2,8 @@
 
 Coordinates are pixels of the original image, ``x`` right and ``y`` down; boxes are XYXY.
 Masks travel as compressed COCO RLE (``{"size": [H, W], "counts": str}``, pycocotools' format
-with ``counts`` as text).
+with ``counts`` as text); ``/decode`` and ``/everything`` can answer with the compact box RLE
+instead (``mask_format="box"``, see :mod:`samkit.serve.masks`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MAX_POINTS = 64
 MAX_RLE_CHARS = 8_000_000
+MaskFormat = Literal["coco", "box"]
+MASK_FORMAT_DOC = (
+    "masks as 'coco' (compressed COCO RLE of the image, in 'rle') or 'box' (row-major runs "
+    "inside the mask's bounding box, in 'box_rle': smaller, quick to draw)"
+)
 
 
 class Strict(BaseModel):
@@ -38,10 +44,20 @@ class DecodeRequest(Strict):
     box: list[float] | None = Field(None, description="[x1, y1, x2, y2] in image pixels")
     mask: Rle | None = Field(None, description="a binary mask of the image size (refine it)")
     multimask: bool = Field(False, description="3 candidate masks instead of 1")
+    mask_format: MaskFormat = Field("coco", description=MASK_FORMAT_DOC)
+
+
+class BoxRle(BaseModel):
+    """A mask as the runs inside its bounding box: row-major (``x`` fastest), starting with a
+    run of zeros, in COCO's compressed counts alphabet. Empty mask: box ``[0, 0, 0, 0]``."""
+
+    box: list[int] = Field(min_length=4, max_length=4, description="[x, y, w, h], pixels")
+    counts: str
 
 
 class MaskOut(BaseModel):
-    rle: Rle
+    rle: Rle | None = Field(None, description="the mask (mask_format 'coco')")
+    box_rle: BoxRle | None = Field(None, description="the mask (mask_format 'box')")
     score: float = Field(description="predicted IoU")
     area: int = Field(description="pixels set")
     bbox: list[float] = Field(description="[x, y, width, height] of the mask (COCO XYWH)")
@@ -57,6 +73,7 @@ class DecodeResponse(BaseModel):
 class EverythingRequest(Strict):
     points_stride: int = Field(16, ge=2, le=64, description="grid points per image side")
     max_masks: int = Field(64, ge=1, le=512)
+    mask_format: MaskFormat = Field("coco", description=MASK_FORMAT_DOC)
 
 
 class AddObject(Strict):

@@ -1,15 +1,13 @@
-"""auto_annotate(engine="ray") on a real Ray cluster: a head started here (or the one `.ci/run`
-starts, named by $SAMKIT_RAY_ADDRESS) with two single-CPU actors, each loading the demo model
-once. The files must be those of the local engine, byte for byte; a bad image is reported with
-its path and the others are written; a driver killed mid-run resumes to the same bytes."""
+"""auto_annotate(engine="ray") on a real Ray cluster: the suite's head (tests/ray_helpers.py,
+or the one `.ci/run` starts, named by $SAMKIT_RAY_ADDRESS) with two single-CPU actors, each
+loading the demo model once. The files must be those of the local engine, byte for byte; a bad
+image is reported with its path and the others are written; a driver killed mid-run resumes to
+the same bytes."""
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,10 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-if not os.environ.get("SAMKIT_RAY_ADDRESS"):
-    # the head started below is token-authenticated; Ray reads the token when it is imported
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
+from ..ray_helpers import prepare_ray_env, with_repo_path
+
+prepare_ray_env()  # before ray is imported
 ray = pytest.importorskip("ray")
 torch = pytest.importorskip("torch")
 
@@ -30,39 +27,7 @@ import samkit  # noqa: E402
 from samkit.data.synthetic import write_shapes_dataset  # noqa: E402
 
 pytestmark = pytest.mark.slow
-REPO = Path(samkit.__file__).resolve().parents[1]
 NAMES = ["ellipse", "rectangle", "polygon"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def ray_address(tmp_path_factory):
-    """A running cluster: $SAMKIT_RAY_ADDRESS (with its $RAY_AUTH_TOKEN), or a head with 2 CPUs
-    started (and stopped) here, token-authenticated."""
-    given = os.environ.get("SAMKIT_RAY_ADDRESS")
-    if given:
-        yield given
-        return
-    ray_exe = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
-    port = _free_port()
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    )
-    cmd = [ray_exe, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0"]
-    cmd += ["--object-store-memory=300000000", "--include-dashboard=false"]
-    cmd += ["--disable-usage-stats"]
-    started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    if started.returncode != 0:
-        pytest.fail(f"ray start failed: {started.stderr[-2000:]}")
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([ray_exe, "stop", "--force"], capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -161,9 +126,7 @@ def test_ray_engine_resumes_after_the_driver_is_killed(dataset, ray_address, one
         f"sam_model='samkit-demo', output_dir=sys.argv[3], names={NAMES!r}, engine='ray', "
         "ray_address=sys.argv[4], ray_actors=2, progress=False)"
     )
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    )
+    env = with_repo_path()
     proc = subprocess.Popen(
         [sys.executable, "-c", script, str(folder), str(lab), str(out), ray_address],
         env=env,

@@ -153,6 +153,27 @@ def test_wrong_mode_and_wrong_files(tiny_export, tmp_path):
         Sam2OnnxPredictor(out["encoder"], out["encoder"])
 
 
+def test_decoder_only_predictor_takes_torch_embeddings(tiny_export):
+    """The one ONNX predictor's ``set_image_embedding`` serves SAM 2 too: the torch encoder's
+    three maps fed to the decoder alone give the torch predictor's masks."""
+    from samkit.errors import ImageError
+    from samkit.export.onnx_sam2_predictor import Sam2OnnxPredictor
+
+    model, out = tiny_export
+    image = _image(seed=2)
+    torch_pred = Sam2Predictor(model.model)
+    torch_pred.set_image(image)
+    pred = Sam2OnnxPredictor(None, out["decoder"])
+    features = torch_pred.features.numpy()
+    maps = tuple(t.numpy() for t in torch_pred.high_res)
+    with pytest.raises(ImageError, match="2 high-resolution feature map"):
+        pred.set_image_embedding(features, image.shape[:2])
+    pred.set_image_embedding(features, image.shape[:2], high_res_feats=maps)
+    assert pred.input_size == (TINY.img_size, TINY.img_size)
+    for kw in PROMPTS:
+        _agree(*pred.predict(**kw), *torch_pred.predict(**kw))
+
+
 @pytest.mark.slow
 def test_hiera_t_onnx_matches_meta_fixture(tmp_path):
     """The exported hiera_t pair, run by the torch-free predictor, against Meta's outputs."""

@@ -98,6 +98,72 @@ def test_decode_matches_the_predictor(site, demo):
     assert client.post("/api/images/0/decode", json=refine).status_code == 200
 
 
+def box_rle_to_mask(entry: dict, h: int, w: int) -> np.ndarray:
+    """Independent reading of a box RLE: its counts are the column-major RLE of the box's
+    transpose (decoded by samkit.ops), pasted into an ``h x w`` image."""
+    x, y, bw, bh = entry["box"]
+    out = np.zeros((h, w), bool)
+    if bw and bh:
+        out[y : y + bh, x : x + bw] = rle_to_mask({"size": [bw, bh], "counts": entry["counts"]}).T
+    else:
+        assert entry["counts"] == ""
+    return out
+
+
+def test_decode_box_format_is_the_coco_mask(site):
+    client, root, shapes = site
+    x, y = inner_point(shapes[0].masks[0])
+    body = {"points": [[x, y]], "labels": [1], "multimask": True}
+    coco = client.post("/api/images/0/decode", json=body)
+    box = client.post("/api/images/0/decode", json={**body, "mask_format": "box"})
+    assert coco.status_code == 200 and box.status_code == 200, box.text
+    # the default answer is unchanged (no box_rle), the box answer has no full-image RLE
+    assert all("box_rle" not in m and "rle" in m for m in coco.json()["masks"])
+    assert all("rle" not in m and "box_rle" in m for m in box.json()["masks"])
+    for c, b in zip(coco.json()["masks"], box.json()["masks"]):
+        want = rle_to_mask(c["rle"])
+        got = box_rle_to_mask(b["box_rle"], 256, 320)
+        assert np.array_equal(got, want)
+        ys, xs = np.nonzero(want)  # the box is the mask's tight box
+        tight = [xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1] if want.any() else [0] * 4
+        assert b["box_rle"]["box"] == tight
+        assert (b["score"], b["area"], b["bbox"]) == (c["score"], c["area"], c["bbox"])
+    timing = dict(p.strip().split(";dur=") for p in box.headers["server-timing"].split(","))
+    assert set(timing) == {"model", "masks"} and float(timing["model"]) > 0
+    # segment everything in the box format: the same proposals
+    ev = {"points_stride": 8, "max_masks": 3}
+    a = client.post("/api/images/1/everything", json=ev).json()["masks"]
+    b = client.post("/api/images/1/everything", json={**ev, "mask_format": "box"}).json()["masks"]
+    assert len(a) == len(b) > 0
+    for c, e in zip(a, b):
+        assert np.array_equal(box_rle_to_mask(e["box_rle"], 256, 320), rle_to_mask(c["rle"]))
+
+
+def test_box_rle_edge_cases():
+    """Masks touching the image's edges, one pixel, all pixels, none: box RLE -> the mask."""
+    from samkit.serve.masks import box_rle, masks_out
+
+    h, w = 7, 9
+    masks = np.zeros((6, h, w), bool)
+    masks[0, 0, 0] = True  # one pixel in a corner
+    masks[1] = True  # everything
+    masks[2, :, w - 1] = True  # the last column
+    masks[3, h - 1, 2:5] = True  # part of the last row
+    masks[4] = np.random.default_rng(0).random((h, w)) > 0.5  # speckle
+    for fmt in ("box", "coco"):
+        out = masks_out(masks, np.zeros(6), mask_format=fmt)
+        for m, e in zip(masks, out):
+            got = box_rle_to_mask(e["box_rle"], h, w) if fmt == "box" else rle_to_mask(e["rle"])
+            assert np.array_equal(got, m) and e["area"] == int(m.sum())
+    # pycocotools' encoder and samkit's own (used without pycocotools) write the same box RLE
+    for m, e in zip(masks[:5], masks_out(masks[:5], np.zeros(5), mask_format="box")):
+        assert box_rle(m, e["box_rle"]["box"], encode_coco_rle) == e["box_rle"]
+    empty = masks_out(masks[5:], np.zeros(1), mask_format="box")[0]
+    assert empty["box_rle"] == {"box": [0, 0, 0, 0], "counts": ""} and empty["bbox"] == [0] * 4
+    with pytest.raises(ValueError, match="mask_format"):
+        masks_out(masks, np.zeros(6), mask_format="png")
+
+
 def test_everything_embedding_and_onnx_decoder_agree(site, demo):
     ort = pytest.importorskip("onnxruntime")
     client, root, shapes = site
@@ -216,6 +282,7 @@ def test_unknown_and_path_like_ids(site, image_id):
         ({"mask": {"size": [5, 5], "counts": "0"}}, "mask size"),
         ({"mask": {"size": [256, 320], "counts": "zz~~~"}}, "RLE"),
         ({"points": [[1e9, 5]]}, "prompt"),
+        ({"points": [[1, 2]], "mask_format": "png"}, "mask_format"),
     ],
 )
 def test_malformed_prompts(site, body, words):

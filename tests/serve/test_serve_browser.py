@@ -19,6 +19,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api")
+httpx = pytest.importorskip("httpx")
 
 CHROMIUM = os.environ.get("SAMKIT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
@@ -135,6 +136,12 @@ def test_annotate_in_chromium(live):
             assert changed_in > 0.8 and changed_out < 0.1, (changed_in, changed_out)
             first_rle = page.evaluate("window.samkit.candidates[0].rle")
             assert (rle_to_mask(first_rle) & obj).sum() / obj.sum() > 0.8
+            # the page got the compact box RLE and wrote this COCO RLE itself: the server's COCO
+            # answer to the same prompt is the same mask
+            prompts = page.evaluate("window.samkit.prompts")
+            body = {"points": prompts["points"], "labels": prompts["labels"]}
+            ref = httpx.post(url + "api/images/0/decode", json=body, timeout=60).json()
+            assert np.array_equal(rle_to_mask(first_rle), rle_to_mask(ref["masks"][0]["rle"]))
 
             # 2. accept it with a label
             page.fill("#label", "blob")
@@ -189,6 +196,9 @@ def test_annotate_in_chromium(live):
                 "window.samkit.index === 0 && window.samkit.objects.length === 1"
             )
             assert page.evaluate("window.samkit.objects.map(o => o.label)") == ["blob"]
+            # the restored object (COCO RLE -> the page's box mask) encodes back to the same RLE
+            seg = page.evaluate("window.samkit.objects[0].segmentation")
+            assert page.evaluate("Rle.encode(window.samkit.objects[0].mask)") == seg
             assert "2 / 3" in page.text_content("#progress-text")
             assert not errors, errors
         finally:
@@ -295,7 +305,7 @@ def test_in_browser_decoder_matches_the_server(live):
             page.wait_for_function(
                 "window.samkit.timings.some(t => t.mode === 'browser')", timeout=60000
             )
-            assert page.evaluate("window.samkit.candidates[0].rle") is None  # decoded locally
+            assert page.evaluate("window.samkit.candidates[0].source") == "browser"  # decoded here
             page.fill("#label", "local")
             page.click("#accept")
             page.wait_for_function("window.samkit.objects.length === 1")
@@ -330,3 +340,68 @@ def test_two_tabs_keep_each_others_objects(live):
 
     coco = json.loads((root / "labels" / "annotations.json").read_text())
     assert len(coco["annotations"]) == 2
+
+
+def test_page_mask_codecs_match_pycocotools():
+    """rle.js against pycocotools and the server's box encoder, on edge cases: COCO RLE ->
+    mask -> COCO RLE gives pycocotools' string back; the box RLE and logits give the same mask,
+    its tight box, and the same COCO RLE."""
+    from pathlib import Path
+
+    from pycocotools import mask as mask_util
+
+    import samkit.serve
+    from samkit.serve.masks import masks_out
+
+    h, w = 37, 53
+    masks = np.zeros((7, h, w), bool)
+    masks[0, 0, 0] = True  # one pixel in a corner
+    masks[1] = True  # everything
+    masks[2, :, w - 1] = True  # the last column
+    masks[3, h - 1, 5:20] = True  # part of the last row
+    masks[4] = np.random.default_rng(0).random((h, w)) > 0.5  # speckle
+    masks[5, 10:20, 30:45] = True
+    masks[5, 12:15, 33:40] = False  # a ring; masks[6] stays empty
+    cases = []
+    for m in masks:
+        coco = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))["counts"].decode()
+        cases.append(
+            {
+                "coco": {"size": [h, w], "counts": coco},
+                "box": masks_out(m[None], np.zeros(1), mask_format="box")[0]["box_rle"],
+                "logits": np.where(m, 2.5, -1.0).ravel().tolist(),
+            }
+        )
+    script = Path(samkit.serve.__file__).parent / "static" / "rle.js"
+    with sync_api.sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page()
+            page.goto("about:blank")
+            page.add_script_tag(path=str(script))
+            got = page.evaluate(
+                """([cases, w, h]) => cases.map((c) => {
+                    const dense = (m) => {
+                      const out = new Array(w * h).fill(0);
+                      for (let r = 0; r < m.h; r++) for (let q = 0; q < m.w; q++)
+                        if (m.data[r * m.w + q]) out[(m.y + r) * w + m.x + q] = 1;
+                      return out;
+                    };
+                    const ms = [Rle.decode(c.coco), Rle.decodeBox(c.box, w, h),
+                                Rle.fromLogits(w, h, Float32Array.from(c.logits))];
+                    return { counts: ms.map((m) => Rle.encode(m).counts), dense: ms.map(dense),
+                             boxes: ms.map((m) => [m.x, m.y, m.w, m.h]) };
+                  })""",
+                [cases, w, h],
+            )
+        finally:
+            browser.close()
+    for m, case, out in zip(masks, cases, got):
+        for dense in out["dense"]:
+            assert np.array_equal(np.array(dense, bool).reshape(h, w), m)
+        assert out["counts"] == [case["coco"]["counts"]] * 3
+        ys, xs = np.nonzero(m)
+        want = [0, 0, 0, 0]
+        if m.any():
+            want = [int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1]
+        assert out["boxes"] == [want] * 3

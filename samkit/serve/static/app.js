@@ -11,21 +11,36 @@ const S = {
   img: null, width: 0, height: 0,
   view: { scale: 1, x: 0, y: 0 },
   prompts: { points: [], labels: [], box: null },
-  candidates: [], chosen: 0, // [{mask, rle|null, score}]
-  objects: [], selected: null, objectLayer: null, previewLayer: null,
+  candidates: [], chosen: 0, // [candidate(): {mask, score, source, rle (COCO, made on use)}]
+  objects: [], selected: null, objectLayer: null, base: null, baseKey: null,
   proposals: [], hoverProposal: null,
   undo: [], busy: 0, decodeSeq: 0,
-  timings: [], // click -> mask drawn, ms: {mode, ms}
+  timings: [], // click -> mask drawn: {mode, ms, phases} (see recordTiming)
   pendingClick: null,
 };
 window.samkit = S;
 
-async function api(method, path, body) {
+// fetch + JSON; `timing` (optional) gets performance.now() marks: sent, headers (the response
+// began), parsed (the body read and parsed), the body's length and the Server-Timing entries (ms)
+async function api(method, path, body, timing) {
   const opts = { method, headers: {} };
   if (body !== undefined) { opts.body = JSON.stringify(body); opts.headers["Content-Type"] = "application/json"; }
+  if (timing) timing.sent = performance.now();
   const r = await fetch(path, opts);
+  if (timing) timing.headers = performance.now();
   const isJson = (r.headers.get("content-type") || "").includes("json");
-  const data = isJson ? await r.json() : await r.arrayBuffer();
+  let data;
+  if (isJson && timing) {
+    const text = await r.text();
+    data = JSON.parse(text);
+    timing.parsed = performance.now();
+    timing.bytes = text.length;
+    timing.server = {};
+    for (const part of (r.headers.get("server-timing") || "").split(",")) {
+      const m = part.trim().match(/^([\w-]+);dur=([\d.]+)$/);
+      if (m) timing.server[m[1]] = Number(m[2]);
+    }
+  } else data = isJson ? await r.json() : await r.arrayBuffer();
   if (!r.ok) throw new Error((data && data.detail) || `${r.status} ${r.statusText}`);
   return data;
 }
@@ -52,47 +67,101 @@ function fit() {
 }
 
 // -- drawing ---------------------------------------------------------------------------------
-function layer(masks) { // [{mask, color, alpha}] -> offscreen canvas of the image size
+// A mask is drawn from a canvas of its box only, painted once per colour and cached on the mask;
+// the image with the accepted objects is cached at the view's resolution (S.base), so drawing a
+// new preview is one blit, the preview's box and the prompts.
+function rgba(color, alpha) { // little-endian RGBA in one Uint32 (ImageData's byte order)
+  return ((alpha << 24) | (color[2] << 16) | (color[1] << 8) | color[0]) >>> 0;
+}
+
+function paintMask(px, stride, mask, value) { // set mask pixels of a Uint32 buffer (box at 0, 0)
+  const { w, h, data, runs } = mask;
+  if (runs && stride === w) { // runs of the box, row-major: one fill per run
+    let k = 0;
+    for (let i = 0; i < runs.length; i++) { if (i & 1) px.fill(value, k, k + runs[i]); k += runs[i]; }
+    return;
+  }
+  for (let r = 0; r < h; r++) {
+    const o = r * stride, s = r * w;
+    for (let c = 0; c < w; c++) if (data[s + c]) px[o + c] = value;
+  }
+}
+
+function maskLayer(mask, color, alpha) { // the mask's box as a canvas, in one colour (cached)
+  const key = rgba(color, alpha);
+  mask.layers = mask.layers || new Map();
+  let c = mask.layers.get(key);
+  if (!c) {
+    c = document.createElement("canvas");
+    c.width = mask.w; c.height = mask.h;
+    const ctx = c.getContext("2d");
+    const im = ctx.createImageData(mask.w, mask.h);
+    paintMask(new Uint32Array(im.data.buffer), mask.w, mask, key);
+    ctx.putImageData(im, 0, 0);
+    mask.layers.set(key, c);
+  }
+  return c;
+}
+
+function rebuildObjectLayer() { // all accepted objects in one image-size canvas (null: none)
+  if (!S.objects.length || !S.width) { S.objectLayer = null; return; }
   const c = document.createElement("canvas");
   c.width = S.width; c.height = S.height;
   const ctx = c.getContext("2d");
   const im = ctx.createImageData(S.width, S.height);
-  for (const { mask, color, alpha } of masks) {
-    const d = mask.data;
-    for (let i = 0; i < d.length; i++) {
-      if (d[i]) { const o = 4 * i; im.data[o] = color[0]; im.data[o + 1] = color[1]; im.data[o + 2] = color[2]; im.data[o + 3] = alpha; }
-    }
+  const px = new Uint32Array(im.data.buffer);
+  for (const o of S.objects) {
+    const m = o.mask;
+    if (!m.w || m.width !== S.width || m.height !== S.height) continue;
+    const value = rgba(PALETTE[o.category_id % PALETTE.length], o.id === S.selected ? 200 : 120);
+    paintMask(px.subarray(m.y * S.width + m.x), S.width, m, value);
   }
   ctx.putImageData(im, 0, 0);
-  return c;
+  S.objectLayer = c;
 }
 
-function rebuildObjectLayer() {
-  S.objectLayer = layer(S.objects.map((o, i) => ({
-    mask: o.mask, color: PALETTE[o.category_id % PALETTE.length], alpha: o.id === S.selected ? 200 : 120,
-  })));
-}
-
-function rebuildPreview() {
+function previewMasks() { // [{mask, color, alpha}] drawn over the objects
   const items = [];
   if (S.hoverProposal !== null && S.proposals[S.hoverProposal]) {
     items.push({ mask: S.proposals[S.hoverProposal].mask, color: [255, 255, 255], alpha: 150 });
   }
   const cand = S.candidates[S.chosen];
   if (cand) items.push({ mask: cand.mask, color: [30, 144, 255], alpha: 150 });
-  S.previewLayer = items.length ? layer(items) : null;
+  return items;
+}
+
+function base(c) { // the background, the image and the objects at the view's resolution
+  const v = S.view, k = S.baseKey;
+  if (S.base && k && k.w === c.width && k.h === c.height && k.scale === v.scale && k.x === v.x &&
+      k.y === v.y && k.img === S.img && k.objects === S.objectLayer) return S.base;
+  let b = S.base;
+  if (!b || b.width !== c.width || b.height !== c.height) {
+    b = document.createElement("canvas"); b.width = c.width; b.height = c.height;
+  }
+  const ctx = b.getContext("2d");
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.fillStyle = "#333"; ctx.fillRect(0, 0, b.width, b.height);
+  if (S.img) {
+    ctx.setTransform(v.scale, 0, 0, v.scale, v.x, v.y);
+    ctx.imageSmoothingEnabled = v.scale < 1;
+    ctx.drawImage(S.img, 0, 0);
+    if (S.objectLayer) ctx.drawImage(S.objectLayer, 0, 0);
+  }
+  S.base = b;
+  S.baseKey = { w: c.width, h: c.height, scale: v.scale, x: v.x, y: v.y, img: S.img, objects: S.objectLayer };
+  return b;
 }
 
 function draw() {
   const c = $("canvas"), ctx = c.getContext("2d");
   ctx.setTransform(1, 0, 0, 1, 0, 0);
-  ctx.fillStyle = "#333"; ctx.fillRect(0, 0, c.width, c.height);
+  ctx.drawImage(base(c), 0, 0);
   if (!S.img) return;
   ctx.setTransform(S.view.scale, 0, 0, S.view.scale, S.view.x, S.view.y);
-  ctx.imageSmoothingEnabled = S.view.scale < 1;
-  ctx.drawImage(S.img, 0, 0);
-  if (S.objectLayer) ctx.drawImage(S.objectLayer, 0, 0);
-  if (S.previewLayer) ctx.drawImage(S.previewLayer, 0, 0);
+  ctx.imageSmoothingEnabled = false; // masks: solid colour, nearest pixel is enough (and cheaper)
+  for (const { mask, color, alpha } of previewMasks()) {
+    if (mask.w && mask.width === S.width && mask.height === S.height) ctx.drawImage(maskLayer(mask, color, alpha), mask.x, mask.y);
+  }
   const r = 5 / S.view.scale;
   ctx.lineWidth = 2 / S.view.scale;
   const box = S.dragBox || S.prompts.box;
@@ -138,7 +207,7 @@ async function openImage(i) {
   await img.decode();
   if (S.imageId !== S.images[i].id) return;
   S.img = img; S.width = img.naturalWidth; S.height = img.naturalHeight;
-  S.objectLayer = null; S.previewLayer = null;
+  S.objectLayer = null;
   fit();
   await loadObjects();
   encodeCurrent();
@@ -198,7 +267,7 @@ function select(id, toggle = true) {
 // -- prompts and decoding --------------------------------------------------------------------
 function clearPrompts(redraw = true) {
   S.prompts = { points: [], labels: [], box: null };
-  S.candidates = []; S.chosen = 0; S.previewLayer = null;
+  S.candidates = []; S.chosen = 0;
   renderCandidates();
   if (redraw) draw();
 }
@@ -209,33 +278,64 @@ function pushPrompt(change) {
   decode();
 }
 
+// a mask offered for accepting; its COCO RLE (what the API stores) is made when first read
+function candidate(mask, score, source, extra) {
+  return {
+    ...extra, mask, score, source, coco: null,
+    get rle() { return this.coco || (this.coco = Rle.encode(this.mask)); },
+  };
+}
+
 async function decode() {
   const seq = ++S.decodeSeq, id = S.imageId;
   const p = S.prompts;
-  if (!p.points.length && !p.box) { S.candidates = []; rebuildPreview(); renderCandidates(); draw(); return; }
+  if (!p.points.length && !p.box) { S.candidates = []; renderCandidates(); draw(); return; }
   const multimask = $("multimask").checked, mode = $("decoder-mode").value;
+  const t = { start: performance.now() };
   try {
     let cands;
     if (mode === "browser") {
       const out = await OrtDecoder.decode(id, S.info.image_size, p, multimask);
-      cands = out.masks.map((m, k) => ({ mask: m, rle: null, score: out.scores[k] }));
+      t.parsed = performance.now();
+      cands = out.masks.map((m, k) => candidate(m, out.scores[k], "browser"));
     } else {
-      const body = { points: p.points, labels: p.labels, box: p.box, multimask };
-      const out = await api("POST", `api/images/${id}/decode`, body);
-      cands = out.masks.map((m) => ({ mask: Rle.decode(m.rle), rle: m.rle, score: m.score }));
+      // the compact box RLE: only the mask's box travels, is decoded and is drawn
+      const body = { points: p.points, labels: p.labels, box: p.box, multimask, mask_format: "box" };
+      const out = await api("POST", `api/images/${id}/decode`, body, t);
+      cands = out.masks.map((m) => candidate(Rle.decodeBox(m.box_rle, out.width, out.height), m.score, "server"));
       $("decode-time").textContent = `decode ${out.decode_ms.toFixed(0)} ms`;
     }
+    t.decoded = performance.now();
     if (seq !== S.decodeSeq || id !== S.imageId) return; // a newer prompt won
     S.candidates = cands;
     S.chosen = multimask ? cands.reduce((b, c, k) => (c.score > cands[b].score ? k : b), 0) : 0;
-    rebuildPreview(); renderCandidates(); draw();
-    if (S.pendingClick !== null) {
-      const ms = performance.now() - S.pendingClick;
-      S.timings.push({ mode, ms });
-      if (mode === "browser") $("decode-time").textContent = `click→mask ${ms.toFixed(0)} ms (browser)`;
-      S.pendingClick = null;
-    }
+    renderCandidates(); draw();
+    t.drawn = performance.now();
+    if (S.pendingClick !== null) recordTiming(mode, S.pendingClick, t);
   } catch (e) { setStatus(e.message, true); }
+}
+
+// click -> mask drawn (ms) and its phases, for benchmarks/bench_serve.py. With S.timingFlush the
+// canvas is read back once after drawing, which makes the browser rasterize what draw() recorded.
+function recordTiming(mode, click, t) {
+  const ms = t.drawn - click;
+  const phases = {
+    before: (t.sent || t.start) - click, // click -> request sent
+    request: t.headers !== undefined ? t.headers - t.sent : null, // HTTP round trip, server included
+    parse: t.headers !== undefined ? t.parsed - t.headers : null, // body read + JSON.parse
+    infer: mode === "browser" ? t.parsed - t.start : null, // onnxruntime-web + masks from logits
+    decode: t.decoded - t.parsed, // masks from the box RLE (server mode)
+    draw: t.drawn - t.decoded,
+    bytes: t.bytes || 0,
+    server: t.server || {},
+  };
+  if (S.timingFlush) {
+    $("canvas").getContext("2d").getImageData(0, 0, 1, 1);
+    phases.flush = performance.now() - t.drawn;
+  }
+  S.timings.push({ mode, ms, phases });
+  if (mode === "browser") $("decode-time").textContent = `click→mask ${ms.toFixed(0)} ms (browser)`;
+  S.pendingClick = null;
 }
 
 function renderCandidates() {
@@ -252,7 +352,7 @@ function renderCandidates() {
 }
 
 function choose(k) {
-  if (k < S.candidates.length) { S.chosen = k; rebuildPreview(); renderCandidates(); draw(); }
+  if (k < S.candidates.length) { S.chosen = k; renderCandidates(); draw(); }
 }
 
 // -- objects ---------------------------------------------------------------------------------
@@ -262,7 +362,7 @@ async function accept() {
   const label = $("label").value.trim();
   if (!label) { setStatus("type a class label first", true); $("label").focus(); return; }
   try {
-    const rle = cand.rle || Rle.encode(cand.mask);
+    const rle = cand.rle; // COCO RLE of the image, encoded here from the box mask
     const obj = await api("POST", `api/images/${S.imageId}/annotations`, { label, mask: rle, score: Math.min(1, Math.max(0, cand.score)) });
     S.undo = S.undo.filter((u) => u.type !== "prompt");
     S.undo.push({ type: "accept", imageId: S.imageId, id: obj.id });
@@ -304,9 +404,9 @@ async function everything() {
   const id = S.imageId;
   setStatus("segmenting everything…");
   try {
-    const out = await api("POST", `api/images/${id}/everything`, { points_stride: 16, max_masks: 64 });
+    const out = await api("POST", `api/images/${id}/everything`, { points_stride: 16, max_masks: 64, mask_format: "box" });
     if (id !== S.imageId) return;
-    S.proposals = out.masks.map((m) => ({ ...m, mask: Rle.decode(m.rle) }));
+    S.proposals = out.masks.map((m) => candidate(Rle.decodeBox(m.box_rle, out.width, out.height), m.score, "server", { area: m.area, bbox: m.bbox }));
     setStatus(`${S.proposals.length} proposals in ${out.decode_ms.toFixed(0)} ms`);
     renderProposals();
   } catch (e) { setStatus(e.message, true); }
@@ -319,11 +419,11 @@ function renderProposals() {
   S.proposals.forEach((p, k) => {
     const li = document.createElement("li");
     li.innerHTML = `<span>#${k + 1} ${p.score.toFixed(2)} (${p.area} px)</span><button title="accept with the label">✓</button><button title="reject">✕</button>`;
-    li.onmouseenter = () => { S.hoverProposal = k; rebuildPreview(); draw(); };
-    li.onmouseleave = () => { S.hoverProposal = null; rebuildPreview(); draw(); };
+    li.onmouseenter = () => { S.hoverProposal = k; draw(); };
+    li.onmouseleave = () => { S.hoverProposal = null; draw(); };
     const [ok, no] = li.querySelectorAll("button");
     ok.onclick = async () => {
-      S.candidates = [{ mask: p.mask, rle: p.rle, score: p.score }]; S.chosen = 0;
+      S.candidates = [p]; S.chosen = 0;
       await accept();
       if (!S.candidates.length) dropProposal(k);
     };
@@ -334,7 +434,7 @@ function renderProposals() {
 
 function dropProposal(k) {
   S.proposals.splice(k, 1); S.hoverProposal = null;
-  rebuildPreview(); renderProposals(); draw();
+  renderProposals(); draw();
 }
 
 // -- input -----------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ const OrtDecoder = {
     return entry;
   },
 
-  // prompts in image pixels -> {masks: [{width, height, data}], scores: [...]}
+  // prompts in image pixels -> {masks: [mask (rle.js: its box and pixels)], scores: [...]}
   async decode(imageId, imageSize, prompts, multimask) {
     const session = await this.load(multimask ? "multi" : "single");
     const emb = await this.embedding(imageId);
@@ -87,10 +87,7 @@ const OrtDecoder = {
     const pick = multimask ? [0, 1, 2] : [0];
     const masks = [], scores = [];
     for (const k of pick) {
-      const data = new Uint8Array(h * w);
-      const off = k * h * w;
-      for (let i = 0; i < h * w; i++) data[i] = logits[off + i] > 0 ? 1 : 0;
-      masks.push({ width: w, height: h, data });
+      masks.push(Rle.fromLogits(w, h, logits, k * h * w)); // the mask's box only (rle.js)
       scores.push(iou[k]);
     }
     return { masks, scores };
