@@ -67,6 +67,25 @@ class MLP(nn.Module):
         return torch.sigmoid(x) if self.sigmoid_output else x
 
 
+class PromptableModel(nn.Module):
+    """What SAM's and SAM 2's composite models share: RGB input, masks at logit 0, the device
+    (that of the ``pixel_mean`` buffer the subclass registers) and the square input side."""
+
+    mask_threshold: float = 0.0
+    image_format: str = "RGB"
+    image_encoder: nn.Module
+    pixel_mean: torch.Tensor
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square model input (1024 for the official models)."""
+        return int(self.image_encoder.img_size)
+
+
 def pad_with(x: torch.Tensor, window: int, value: torch.Tensor | None) -> torch.Tensor:
     """Pad ``B x H x W x C`` bottom/right to multiples of ``window`` with ``value`` (``C``; None = 0)."""
     b, h, w, c = x.shape

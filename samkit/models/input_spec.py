@@ -68,3 +68,19 @@ class InputSpec:
 
 #: SAM v1 and MobileSAM at 1024.
 SAM_V1_INPUT = InputSpec()
+
+# ImageNet's mean and std on 0-1 values (SAM 2 and SAM 2.1).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: SAM 2 / 2.1 at 1024: square antialiased resize of 0-1 values, ImageNet statistics, no
+#: padding, one direct bilinear upsample of the masks.
+SAM2_INPUT = InputSpec(
+    image_size=1024,
+    resize="square",
+    pixel_mean=IMAGENET_MEAN,
+    pixel_std=IMAGENET_STD,
+    pixel_scale=1.0,
+    pad="none",
+    mask_upsample="direct",
+)

@@ -10,12 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.upsample import upsample_logits
+from .common import PromptableModel
 from .input_spec import InputSpec
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 
 
-class Sam(nn.Module):
+class Sam(PromptableModel):
     """Image encoder + prompt encoder + mask decoder, with the pre- and post-processing of its
     :class:`InputSpec`.
 
@@ -26,9 +27,6 @@ class Sam(nn.Module):
     encoder's ``img_size``; ``pixel_mean`` / ``pixel_std`` (on the spec's scale) override its
     statistics, as in Meta's constructor.
     """
-
-    mask_threshold: float = 0.0
-    image_format: str = "RGB"
 
     def __init__(
         self,
@@ -52,14 +50,7 @@ class Sam(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(spec.pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(spec.pixel_std).view(-1, 1, 1), False)
 
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    @property
-    def image_size(self) -> int:
-        """Side of the square model input (1024 for the official models)."""
-        return int(self.image_encoder.img_size)
+    # device, image_size, mask_threshold, image_format: PromptableModel
 
     @property
     def input_spec(self) -> InputSpec:

@@ -7,26 +7,22 @@ coordinates scaled per axis; one bilinear upsample of the low-res logits to the 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .input_spec import InputSpec
+from .common import PromptableModel
+from .input_spec import IMAGENET_MEAN, IMAGENET_STD, SAM2_INPUT, InputSpec
 from .prompt_encoder import PromptEncoder
 from .sam2_decoder import Sam2MaskDecoder, select_masks
 from .sam2_neck import Sam2ImageEncoder
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
-class Sam2(nn.Module):
+class Sam2(PromptableModel):
     """SAM 2 for images: ``encode`` once per image, ``decode`` per batch of prompts."""
-
-    mask_threshold: float = 0.0
-    image_format: str = "RGB"
 
     def __init__(
         self,
@@ -44,27 +40,17 @@ class Sam2(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    @property
-    def image_size(self) -> int:
-        """Side of the square model input (1024 for the official models)."""
-        return int(self.image_encoder.img_size)
+    # device, image_size, mask_threshold, image_format: PromptableModel
 
     @property
     def input_spec(self) -> InputSpec:
-        """SAM 2's pre- and post-processing: square antialiased resize of 0-1 values, ImageNet
-        statistics, no padding, one direct bilinear upsample of the masks."""
-        return InputSpec(
+        """SAM 2's pre- and post-processing (:data:`~samkit.models.input_spec.SAM2_INPUT`) at
+        this model's input size and pixel statistics."""
+        return dataclasses.replace(
+            SAM2_INPUT,
             image_size=self.image_size,
-            resize="square",
             pixel_mean=tuple(float(v) for v in self.pixel_mean.flatten()),
             pixel_std=tuple(float(v) for v in self.pixel_std.flatten()),
-            pixel_scale=1.0,
-            pad="none",
-            mask_upsample="direct",
         )
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:

@@ -11,55 +11,21 @@ the best multimask output (:func:`select_masks`).
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from .common import MLP, LayerNorm2d
-from .transformer import TwoWayTransformer
+from .mask_decoder import MaskDecoderParts
 
 
-class Sam2MaskDecoder(nn.Module):
+class Sam2MaskDecoder(MaskDecoderParts):
     """Prompt tokens + image features -> 4 low-res mask logits, 4 IoUs, 1 object score per prompt.
 
     ``conv_s0`` / ``conv_s1`` are applied once per image by the caller (:meth:`project_high_res`);
-    :meth:`forward` takes the projected maps.
+    :meth:`forward` takes the projected maps. Built as ``Sam2MaskDecoder(transformer_dim,
+    transformer, num_multimask_outputs=3, iou_head_depth=3, iou_head_hidden_dim=256)``.
     """
 
-    def __init__(
-        self,
-        transformer_dim: int,
-        transformer: TwoWayTransformer,
-        num_multimask_outputs: int = 3,
-        iou_head_depth: int = 3,
-        iou_head_hidden_dim: int = 256,
-    ) -> None:
-        super().__init__()
-        self.transformer_dim = transformer_dim
-        self.transformer = transformer
-        self.num_mask_tokens = num_multimask_outputs + 1
-        self.iou_token = nn.Embedding(1, transformer_dim)
-        self.mask_tokens = nn.Embedding(self.num_mask_tokens, transformer_dim)
-        self.obj_score_token = nn.Embedding(1, transformer_dim)
-        self.output_upscaling = nn.Sequential(
-            nn.ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
-            LayerNorm2d(transformer_dim // 4),
-            nn.GELU(),
-            nn.ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
-            nn.GELU(),
-        )
-        self.conv_s0 = nn.Conv2d(transformer_dim, transformer_dim // 8, kernel_size=1)
-        self.conv_s1 = nn.Conv2d(transformer_dim, transformer_dim // 4, kernel_size=1)
-        self.output_hypernetworks_mlps = nn.ModuleList(
-            MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3)
-            for _ in range(self.num_mask_tokens)
-        )
-        self.iou_prediction_head = MLP(
-            transformer_dim,
-            iou_head_hidden_dim,
-            self.num_mask_tokens,
-            iou_head_depth,
-            sigmoid_output=True,
-        )
-        self.pred_obj_score_head = MLP(transformer_dim, transformer_dim, 1, 3)
+    object_score = True
+    high_res_skips = True
+    iou_sigmoid = True
 
     def project_high_res(
         self, feat_s4: torch.Tensor, feat_s8: torch.Tensor
@@ -86,34 +52,18 @@ class Sam2MaskDecoder(nn.Module):
             ``(masks B x 4 x 4h x 4w logits, iou B x 4 in [0, 1], object score B x 1 logits)``;
             mask 0 is the single-mask output, 1-3 the multimask outputs.
         """
-        b = sparse_prompt_embeddings.shape[0]
-        dtype = sparse_prompt_embeddings.dtype
-        output_tokens = torch.cat(
-            [self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight]
-        ).to(dtype)
-        tokens = torch.cat([output_tokens.expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
-        if image_embeddings.shape[0] != b:
-            image_embeddings = image_embeddings.expand(b, -1, -1, -1)
-        src = image_embeddings + dense_prompt_embeddings
-        pos = image_pe.expand(b, -1, -1, -1)
-        _, c, h, w = src.shape
-
-        hs, src = self.transformer(src, pos, tokens)
+        hs, src = self._run_transformer(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+        )
         obj_token_out = hs[:, 0]
         iou_token_out = hs[:, 1]
         mask_tokens_out = hs[:, 2 : 2 + self.num_mask_tokens]
 
         feat_s0, feat_s1 = high_res_features
         dc1, ln1, act1, dc2, act2 = self.output_upscaling
-        src = src.transpose(1, 2).reshape(b, c, h, w)
         up = act1(ln1(dc1(src) + feat_s1))
         up = act2(dc2(up) + feat_s0)
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
-            dim=1,
-        )
-        _, c_up, h_up, w_up = up.shape
-        masks = (hyper_in @ up.reshape(b, c_up, h_up * w_up)).reshape(b, -1, h_up, w_up)
+        masks = self._hyper_masks(mask_tokens_out, up, list(range(self.num_mask_tokens)))
         iou = self.iou_prediction_head(iou_token_out)
         obj = self.pred_obj_score_head(obj_token_out)
         return masks, iou, obj

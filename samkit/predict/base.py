@@ -5,6 +5,8 @@ Torch-free (the onnxruntime predictor builds on it where torch is not installed)
 - :class:`MetaPredictMixin`: the current image's embedding and sizes, and Meta's
   ``predict(point_coords, point_labels, box, mask_input, ...)`` with the checks of
   :mod:`samkit.predict.prompt_checks`; a predictor implements :meth:`_predict_checked`.
+- :class:`ModelPredictMixin`: what the torch predictors (SAM v1's and SAM 2's) read from the
+  model module they hold (device, mask size), embeddings made elsewhere, image batch checks.
 - :class:`ResultsPredictMixin`: ``set_image``, ``predictor(bboxes=, points=, labels=, masks=)``
   and :meth:`predict_prompts` returning :class:`~samkit.results.Results`; a predictor implements
   ``set_rgb`` and ``decode_fitted``.
@@ -12,17 +14,21 @@ Torch-free (the onnxruntime predictor builds on it where torch is not installed)
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..data.sources import load_image
-from ..errors import PromptError
+from ..errors import ImageError, PromptError
 from ..results import Results
-from .prompt_checks import ObjectPrompt, check_prompt
+from .prompt_checks import ObjectPrompt, check_image, check_prompt
 from .prompts import Prompts, fit_prompts, parse_prompts
+
+if TYPE_CHECKING:
+    import torch
 
 
 class MetaPredictMixin:
@@ -98,6 +104,169 @@ class MetaPredictMixin:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`predict` for prompts already checked against the current image."""
         raise NotImplementedError
+
+
+class ModelPredictMixin(MetaPredictMixin):
+    """:class:`MetaPredictMixin` for a predictor holding a samkit model module as ``self.model``
+    (:class:`~samkit.models.Sam` or :class:`~samkit.models.Sam2`).
+
+    Torch-free itself (it only calls methods of the tensors it is given); the onnxruntime
+    predictors do not use it and set ``mask_input_size`` as a plain attribute instead.
+    """
+
+    model: Any
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def transform_sizes(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``(original_size, input_size)`` of the current image (input: after the resize)."""
+        self._require_image()
+        return self.original_size, self.input_size
+
+    @property
+    def mask_input_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the low-res mask logits (``mask_input`` and ``low_res_logits``)."""
+        return self.model.prompt_encoder.mask_input_size
+
+    def set_embedding(self, embedding: Any) -> None:
+        """Make an :class:`~samkit.predict.embedding.Embedding` (from ``encode_images`` or the
+        cache) the current image. Anything with ``features``, ``original_size`` and
+        ``input_size`` (and optionally ``high_res_feats``) will do."""
+        self.reset_image()
+        high_res = getattr(embedding, "high_res_feats", None)
+        if high_res is not None:
+            high_res = tuple(t.to(self.device) for t in high_res)
+        self._hold_embedding(
+            embedding.features.to(self.device),
+            tuple(embedding.original_size),
+            tuple(embedding.input_size),
+            high_res,
+        )
+
+    @staticmethod
+    def _check_image(image: np.ndarray, image_format: str) -> np.ndarray:
+        """A checked ``H x W x 3`` uint8 image; ``image_format`` must be "RGB" or "BGR"."""
+        if image_format not in ("RGB", "BGR"):
+            raise ImageError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        return check_image(image)
+
+    def _checked_images(
+        self, images: Sequence[np.ndarray], image_format: str, batch_size: int
+    ) -> list[np.ndarray]:
+        """``images`` checked (errors name the image's index) and in the model's channel order
+        (``model.image_format``; flipped images are contiguous copies)."""
+        if batch_size < 1:
+            raise ImageError(f"batch_size must be >= 1, got {batch_size}")
+        out = []
+        for i, image in enumerate(images):
+            try:
+                image = self._check_image(image, image_format)
+            except ImageError as e:
+                raise ImageError(f"image {i}: {e}") from None
+            flip = image_format != self.model.image_format
+            out.append(np.ascontiguousarray(image[..., ::-1]) if flip else image)
+        return out
+
+    # -- the torch-level prompt API: decode() -> _decode(), predict_torch() -> _to_image() --------
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decode ``B`` prompts at once; inputs are in the model's input frame (resized pixels;
+        SAM 2: the ``S x S`` frame).
+
+        Args:
+            point_coords: ``B x N x 2``; point_labels: ``B x N``; boxes: ``B x 4`` XYXY (SAM 2
+                also ``B x 2 x 2``); mask_input: ``B x 1 x 256 x 256`` logits.
+        Returns:
+            ``(masks B x C x H x W (bool, or logits with return_logits), iou B x C,
+            low_res_logits B x C x 256 x 256)`` (SAM 2: low-res logits clamped to [-32, 32]).
+        """
+        self._require_image()
+        with _inference_mode(), self._prompt_threads():
+            low_res, iou = self.decode(
+                point_coords, point_labels, boxes, mask_input, multimask_output
+            )
+            return self._to_image(low_res, iou, return_logits)
+
+    def decode(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        region: tuple[int, int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits ``B x C x 256 x 256`` and IoU ``B x C`` of input-frame prompts (as for
+        :meth:`predict_torch`), without upsampling.
+
+        ``region = (h, w)``: only ``logits[..., :h, :w]`` are needed (the v1 fast decoder
+        computes only those, the module decoder crops its output; SAM 2 has no padding to skip).
+        """
+        with _inference_mode():
+            points, boxes, mask_input = self._prompt_tensors(
+                point_coords, point_labels, boxes, mask_input
+            )
+            return self._decode(points, boxes, mask_input, multimask_output, region)
+
+    def _prompt_threads(self) -> contextlib.AbstractContextManager:
+        """The CPU thread policy :meth:`predict_torch` decodes under (none by default)."""
+        return contextlib.nullcontext()
+
+    def _decode(
+        self,
+        points: tuple[torch.Tensor, torch.Tensor] | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+        region: tuple[int, int] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`decode` of prompt tensors already on the model's device."""
+        raise NotImplementedError
+
+    def _to_image(
+        self, low_res: torch.Tensor, iou: torch.Tensor, return_logits: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`predict_torch`'s ``(masks, iou, low_res)`` from the decoder's outputs."""
+        raise NotImplementedError
+
+    def _prompt_tensors(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+    ) -> tuple[Any, Any, Any]:
+        """Model-frame prompt tensors on the model's device: ``((coords, labels) or None,
+        boxes, mask_input)``; raises :class:`PromptError` when no image is set or coordinates
+        come without labels."""
+        self._require_image()
+        points = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise PromptError("point_labels must be given with point_coords")
+            points = (point_coords.to(self.device), point_labels.to(self.device))
+        if boxes is not None:
+            boxes = boxes.to(self.device)
+        if mask_input is not None:
+            mask_input = mask_input.to(self.device)
+        return points, boxes, mask_input
+
+
+def _inference_mode() -> contextlib.AbstractContextManager:
+    """``torch.inference_mode()``, imported when first used (only torch predictors get here)."""
+    import torch
+
+    return torch.inference_mode()
 
 
 class ResultsPredictMixin(MetaPredictMixin):

@@ -23,7 +23,7 @@ import torch
 from ..errors import ImageError, PromptError
 from ..models.sam2 import Sam2, box_to_points
 from ..models.sam2_decoder import Sam2MaskDecoder
-from .base import MetaPredictMixin
+from .base import ModelPredictMixin
 from .embedding import Embedding
 from .precision import autocast, dtype_of, resolve_precision
 from .prompt_checks import ObjectPrompt, check_box, check_image, check_mask_input, check_points
@@ -82,7 +82,7 @@ def scale_points(coords: torch.Tensor, original_size: tuple[int, int], size: int
     return out * size
 
 
-class Sam2Predictor(MetaPredictMixin):
+class Sam2Predictor(ModelPredictMixin):
     """Computes a SAM 2 image's features once (:meth:`set_image`) and answers prompts.
 
     Args:
@@ -108,7 +108,6 @@ class Sam2Predictor(MetaPredictMixin):
         self.mask_threshold = float(mask_threshold)
         self.max_hole_area = float(max_hole_area)
         self.max_sprinkle_area = float(max_sprinkle_area)
-        self.high_res: tuple[torch.Tensor, torch.Tensor] | None = None
         self.reset_image()
 
     # -- image -------------------------------------------------------------------------------
@@ -128,48 +127,20 @@ class Sam2Predictor(MetaPredictMixin):
         self, images: Sequence[np.ndarray], image_format: str = "RGB", batch_size: int = 4
     ) -> list[Sam2Embedding]:
         """Encode several images, ``batch_size`` at a time; the current image is unchanged."""
-        if batch_size < 1:
-            raise ImageError(f"batch_size must be >= 1, got {batch_size}")
-        checked = []
-        for i, image in enumerate(images):
-            try:
-                image = check_image(image)
-            except ImageError as e:
-                raise ImageError(f"image {i}: {e}") from None
-            checked.append(image[..., ::-1].copy() if image_format == "BGR" else image)
+        checked = self._checked_images(images, image_format, batch_size)
         dtype = dtype_of(self.precision)
         out: list[Sam2Embedding] = []
         for start in range(0, len(checked), batch_size):
             out += encode_images_sam2(self.model, checked[start : start + batch_size], dtype)
         return out
 
-    def set_embedding(self, embedding: Sam2Embedding) -> None:
-        """Make an embedding from :meth:`encode_images` (or the cache) the current image."""
-        self.reset_image()
-        self.high_res = tuple(t.to(self.device) for t in embedding.high_res_feats)
-        self._hold_embedding(
-            embedding.features.to(self.device),
-            tuple(embedding.original_size),
-            tuple(embedding.input_size),
-        )
-
-    def reset_image(self) -> None:
-        self.high_res = None
-        super().reset_image()
+    # set_embedding(embedding), device, transform_sizes (input: the square frame),
+    # mask_input_size: ModelPredictMixin
 
     @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    @property
-    def transform_sizes(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        """``(original_size, input_size)`` of the current image (input: the square frame)."""
-        self._require_image()
-        return self.original_size, self.input_size
-
-    @property
-    def mask_input_size(self) -> tuple[int, int]:
-        return self.model.prompt_encoder.mask_input_size
+    def high_res(self) -> tuple[torch.Tensor, ...] | None:
+        """The current image's two high-resolution feature maps (``high_res_feats``)."""
+        return self.high_res_feats
 
     def uses_fast_decoder(self) -> bool:
         """SAM 2 prompts always go through the module decoder."""
@@ -258,55 +229,24 @@ class Sam2Predictor(MetaPredictMixin):
             return_logits,
         )
 
-    @torch.inference_mode()
-    def predict_torch(
-        self,
-        point_coords: torch.Tensor | None,
-        point_labels: torch.Tensor | None,
-        boxes: torch.Tensor | None = None,
-        mask_input: torch.Tensor | None = None,
-        multimask_output: bool = True,
-        return_logits: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Decode ``B`` prompts given in the model frame (``S x S`` pixels).
-
-        Args:
-            point_coords ``B x N x 2``, point_labels ``B x N``, boxes ``B x 4`` (or ``B x 2 x 2``),
-            mask_input ``B x 1 x 256 x 256``.
-        Returns:
-            ``(masks B x C x H x W, iou B x C, low_res B x C x 256 x 256 clamped to [-32, 32])``.
-        """
-        low_res, iou = self.decode(point_coords, point_labels, boxes, mask_input, multimask_output)
+    # predict_torch(...) and decode(...): ModelPredictMixin, through these two hooks
+    def _to_image(self, low_res, iou, return_logits):
+        """Full-size masks from the unclamped logits; low-res logits clamped to [-32, 32]."""
         masks = self.model.postprocess_masks(self.clean_low_res(low_res), self.original_size)
         if not return_logits:
             masks = masks > self.mask_threshold
         return masks, iou, low_res.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
 
-    @torch.inference_mode()
-    def decode(
-        self,
-        point_coords: torch.Tensor | None,
-        point_labels: torch.Tensor | None,
-        boxes: torch.Tensor | None = None,
-        mask_input: torch.Tensor | None = None,
-        multimask_output: bool = True,
-        region: tuple[int, int] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unclamped low-res logits ``B x C x 256 x 256`` and IoU ``B x C`` (model-frame prompts).
-
-        ``region`` is accepted for the v1 predictors' interface; SAM 2 has no padding to skip.
-        """
-        self._require_image()
-        points = None
-        if point_coords is not None:
-            if point_labels is None:
-                raise PromptError("point_labels must be given with point_coords")
-            points = (point_coords.to(self.device).float(), point_labels.to(self.device))
+    def _decode(self, points, boxes, mask_input, multimask_output, region):
+        """Unclamped low-res logits and IoU; a box becomes two points (labels 2, 3) before the
+        clicks; ``region`` is not used (SAM 2 has no padding to skip)."""
+        if points is not None:
+            points = (points[0].float(), points[1])
         if boxes is not None:
-            boxes = boxes.to(self.device).float().reshape(-1, 4)
+            boxes = boxes.float().reshape(-1, 4)
         points = box_to_points(boxes, points)
         if mask_input is not None:
-            mask_input = mask_input.to(self.device).float()
+            mask_input = mask_input.float()
         if mask_input is None and points is not None and self._fast_ok():
             sparse, _ = self.model.prompt_encoder(points, None, None)
             return self._shared_decoder().decode_sparse(sparse, multimask_output)

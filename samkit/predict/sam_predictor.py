@@ -12,15 +12,15 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..errors import ImageError, PromptError, SamkitError
+from ..errors import ImageError, SamkitError
 from ..models import Sam
 from ..models.mask_decoder import MaskDecoder
-from .base import MetaPredictMixin
+from .base import ModelPredictMixin
 from .decode import decode_prompts
 from .embedding import Embedding, encode_batch, encode_images
 from .fast_decode import PointDecoder, UpscaleRest
 from .precision import dtype_of, resolve_precision
-from .prompt_checks import ObjectPrompt, check_image
+from .prompt_checks import ObjectPrompt
 from .prompts import Prompts
 from .threads import cpu_policy
 from .transforms import resize_to_input
@@ -29,7 +29,7 @@ from .transforms import resize_to_input
 ImageEmbedding = Embedding
 
 
-class SamPredictor(MetaPredictMixin):
+class SamPredictor(ModelPredictMixin):
     """Computes the image embedding once (:meth:`set_image`) and answers prompts against it.
 
     ``precision`` of the image encoder: ``"fp32"`` (the reference, default), ``"bf16"``, or
@@ -68,12 +68,6 @@ class SamPredictor(MetaPredictMixin):
             image = image[..., ::-1]
         self.reset_image()
         self.set_embedding(encode_images(self.model, [image], dtype_of(self.precision))[0])
-
-    @staticmethod
-    def _check_image(image: np.ndarray, image_format: str) -> np.ndarray:
-        if image_format not in ("RGB", "BGR"):
-            raise ImageError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
-        return check_image(image)
 
     def _to_input(self, image: np.ndarray, image_format: str) -> torch.Tensor:
         """Resized ``1 x 3 x h x w`` tensor of a checked RGB/BGR image (the model's
@@ -114,47 +108,10 @@ class SamPredictor(MetaPredictMixin):
 
         The current image is not changed; pass a result to :meth:`set_embedding` to prompt it.
         """
-        if batch_size < 1:
-            raise ImageError(f"batch_size must be >= 1, got {batch_size}")
-        rgb = []
-        for i, image in enumerate(images):
-            try:
-                image = self._check_image(image, image_format)
-            except ImageError as e:
-                raise ImageError(f"image {i}: {e}") from None
-            rgb.append(image if image_format == self.model.image_format else image[..., ::-1])
+        rgb = self._checked_images(images, image_format, batch_size)
         return encode_images(self.model, rgb, dtype_of(self.precision), batch_size)
 
-    def set_embedding(self, embedding: Embedding) -> None:
-        """Make an :class:`~samkit.predict.embedding.Embedding` (from :meth:`encode_images` or
-        the cache) the current image. Anything with ``features``, ``original_size`` and
-        ``input_size`` (and optionally ``high_res_feats``) will do."""
-        self.reset_image()
-        high_res = getattr(embedding, "high_res_feats", None)
-        if high_res is not None:
-            high_res = tuple(t.to(self.device) for t in high_res)
-        self._hold_embedding(
-            embedding.features.to(self.device),
-            embedding.original_size,
-            embedding.input_size,
-            high_res,
-        )
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    @property
-    def transform_sizes(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        """``(original_size, input_size)`` of the current image."""
-        self._require_image()
-        return self.original_size, self.input_size
-
-    @property
-    def mask_input_size(self) -> tuple[int, int]:
-        """``(h, w)`` of the low-res mask logits (``mask_input`` and ``low_res_logits``)."""
-        return self.model.prompt_encoder.mask_input_size
-
+    # set_embedding(embedding), device, transform_sizes, mask_input_size: ModelPredictMixin
     # -- prompts ---------------------------------------------------------------------------
     # predict(point_coords, point_labels, box, mask_input, multimask_output, return_logits):
     # checked by MetaPredictMixin, then decoded here.
@@ -172,50 +129,18 @@ class SamPredictor(MetaPredictMixin):
         out = decode_prompts(self, prompts, multimask_output, return_logits=return_logits)
         return out.masks, out.scores, out.low_res_logits
 
-    @torch.inference_mode()
-    def predict_torch(
-        self,
-        point_coords: torch.Tensor | None,
-        point_labels: torch.Tensor | None,
-        boxes: torch.Tensor | None = None,
-        mask_input: torch.Tensor | None = None,
-        multimask_output: bool = True,
-        return_logits: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Decode ``B`` prompts at once; inputs are in the model's input frame (resized pixels).
+    # predict_torch(...) and decode(...): ModelPredictMixin, through these three hooks
+    def _prompt_threads(self):
+        return cpu_policy("prompts", self.device)
 
-        Args:
-            point_coords: ``B x N x 2``; point_labels: ``B x N``; boxes: ``B x 4`` XYXY;
-            mask_input: ``B x 1 x 256 x 256`` logits.
-        Returns:
-            ``(masks B x C x H x W, iou B x C, low_res_logits B x C x 256 x 256)``.
-        """
-        self._require_image()
-        with cpu_policy("prompts", self.device):
-            low_res, iou = self.decode(
-                point_coords, point_labels, boxes, mask_input, multimask_output
-            )
-            masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
-            if not return_logits:
-                masks = masks > self.model.mask_threshold
+    def _to_image(self, low_res, iou, return_logits):
+        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
         return masks, iou, low_res
 
-    @torch.inference_mode()
-    def decode(
-        self,
-        point_coords: torch.Tensor | None,
-        point_labels: torch.Tensor | None,
-        boxes: torch.Tensor | None = None,
-        mask_input: torch.Tensor | None = None,
-        multimask_output: bool = True,
-        region: tuple[int, int] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Low-res logits ``B x C x 256 x 256`` and IoU ``B x C``, without upsampling.
-
-        ``region = (h, w)`` returns only ``logits[..., :h, :w]``; the fast decoder then computes
-        only those (the output upscaling is per pixel), the module decoder crops its output.
-        """
-        sparse, dense = self._encode_prompts(point_coords, point_labels, boxes, mask_input)
+    def _decode(self, points, boxes, mask_input, multimask_output, region):
+        sparse, dense = self.model.prompt_encoder(points, boxes, mask_input)
         if mask_input is None and self.uses_fast_decoder():
             decoder = self._shared_decoder()
             return decoder.decode_sparse(sparse, multimask_output, chunk=2, region=region)
@@ -251,16 +176,9 @@ class SamPredictor(MetaPredictMixin):
 
     def _encode_prompts(self, point_coords, point_labels, boxes, mask_input):
         """Sparse and dense prompt embeddings of input-frame prompt tensors."""
-        self._require_image()
-        points = None
-        if point_coords is not None:
-            if point_labels is None:
-                raise PromptError("point_labels must be given with point_coords")
-            points = (point_coords.to(self.device), point_labels.to(self.device))
-        if boxes is not None:
-            boxes = boxes.to(self.device)
-        if mask_input is not None:
-            mask_input = mask_input.to(self.device)
+        points, boxes, mask_input = self._prompt_tensors(
+            point_coords, point_labels, boxes, mask_input
+        )
         return self.model.prompt_encoder(points, boxes, mask_input)
 
     def uses_fast_decoder(self) -> bool:

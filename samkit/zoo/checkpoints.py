@@ -26,11 +26,15 @@ from ..models import Sam
 from .config_bounds import min_parameters
 from .download import cache_dir, ensure_weights
 from .registry import (
+    ENCODER_KINDS,
+    EncoderKind,
     ModelConfig,
     Variant,
+    detect_kind,
     get_variant,
     infer_config,
     match_variant,
+    stored_kind,
     variant_for_filename,
 )
 
@@ -267,16 +271,17 @@ def read_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     state_dict = map_keys(raw)
     if not state_dict:
         raise CheckpointError(f"{path}: holds no tensors (keys: {list(raw)[:5]}); not a checkpoint")
-    from .sam2 import is_sam2_state_dict
-
-    if is_sam2_state_dict(state_dict):
-        return _read_sam2(path, state_dict, config_dict)
-    if config_dict and dict(config_dict.get("encoder", {})).get("kind") == "hiera":
-        raise CheckpointError(f"{path}: the file says SAM 2 but holds no SAM 2 image encoder keys")
+    kind = detect_kind(state_dict)
+    _check_stored_kind(path, kind, config_dict)
     try:
         config = ModelConfig.from_dict(config_dict) if config_dict else infer_config(state_dict)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
+    unused = None
+    if kind is not None and kind.model_tensors is not None:  # e.g. SAM 2's video modules
+        state_dict, unused = kind.model_tensors(state_dict)
+        if unused:
+            _LOG.info("%s: %s", path, unused)
     held = sum(t.numel() for t in state_dict.values())
     needed = min_parameters(config)
     if held < needed:  # checked before anything is allocated for the model
@@ -284,29 +289,24 @@ def read_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
             f"{path}: its architecture record describes a model of at least {needed} "
             f"parameters but the file holds only {held} values; the file is corrupt or crafted"
         )
-    return LoadedCheckpoint(path, state_dict, config, match_variant(config))
+    return LoadedCheckpoint(path, state_dict, config, match_variant(config), unused)
 
 
-def _read_sam2(
-    path: Path, state_dict: dict[str, torch.Tensor], config_dict: dict[str, Any] | None
-) -> LoadedCheckpoint:
-    """A SAM 2 / 2.1 state dict: video-only tensors set aside (and reported), names mapped."""
-    from .sam2 import Sam2Config, infer_sam2_config, split_state_dict
-
-    split = split_state_dict(state_dict)
-    try:
-        if config_dict:
-            if dict(config_dict.get("encoder", {})).get("kind") != "hiera":
-                raise CheckpointError("the file's config is not a SAM 2 config but its keys are")
-            config = Sam2Config.from_dict(config_dict)
-        else:
-            config = infer_sam2_config(split.image, split.version)
-    except CheckpointError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    unused = split.video_summary() if split.video_keys else None
-    if unused:
-        _LOG.info("%s: %s", path, unused)
-    return LoadedCheckpoint(path, split.image, config, match_variant(config), unused)
+def _check_stored_kind(
+    path: Path, found: EncoderKind | None, config_dict: Mapping[str, Any] | None
+) -> None:
+    """A family with its own whole-model config (SAM 2) is never read as another one: its keys
+    (kind ``found``) with another family's stored config, or its stored config without its
+    keys, are refused."""
+    said = ENCODER_KINDS.get(stored_kind(config_dict)) if config_dict else None
+    if found is not None and found.whole_model and config_dict and said is not found:
+        raise CheckpointError(
+            f"{path}: the file's config is not a {found.label} config but its keys are"
+        )
+    if said is not None and said.whole_model and said is not found:
+        raise CheckpointError(
+            f"{path}: the file says {said.label} but holds no {said.label} image encoder keys"
+        )
 
 
 def _summarize(keys: list[str], limit: int = 8) -> str:

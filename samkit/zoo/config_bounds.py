@@ -142,9 +142,12 @@ def _check_generic(enc: Any) -> None:
 
 
 def min_parameters(config: Any) -> int:
-    """A lower bound on the parameter count of ``config`` (linear layers and embeddings only)."""
-    from .registry import TinyViTConfig, ViTConfig
+    """A lower bound on the parameter count of ``config`` (linear layers and embeddings only);
+    0 for the whole-model config of a family that has one (SAM 2: not counted)."""
+    from .registry import ModelConfig, TinyViTConfig, ViTConfig
 
+    if not isinstance(config, ModelConfig):
+        return 0
     enc, dec = config.encoder, config.decoder
     if isinstance(enc, ViTConfig):
         d, grid = enc.embed_dim, enc.img_size // enc.patch_size

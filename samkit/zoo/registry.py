@@ -1,8 +1,10 @@
 """Named SAM variants, their architecture configs, and architecture inference from a state dict.
 
 One place to add a model: a :class:`Variant` maps a name (``sam_b``, ``sam_l``, ``sam_h``,
-``mobile_sam``) to a :class:`ModelConfig` and to the official weight files. The architecture of a
-checkpoint is read from its keys and tensor shapes (:func:`infer_config`), never from its file name.
+``mobile_sam``, ``sam2.1_t``, ...) to a config and to the official weight files; one row of
+:data:`ENCODER_KINDS` per encoder family (``vit``, ``tiny_vit``, ``hiera`` = SAM 2) says how to
+detect, infer, build and preprocess it. The architecture of a checkpoint is read from its keys
+and tensor shapes (:func:`infer_config`), never from its file name.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from ..models import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TinyViT, 
 from ..models.input_spec import InputSpec
 from .config_bounds import check_config
 from .download import WeightsFile
+from .sam2 import SAM2_MODELS, TRUNK_KEY, Sam2Config, image_state_dict, infer_from_state_dict
+from .variant import Variant
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,15 @@ class EncoderKind:
         input_spec: ``config -> InputSpec``: the preprocessing this kind was trained with.
         describe: ``config -> str`` for ``repr`` and ``info``.
         build_sam: ``ModelConfig -> Sam`` for families whose model is more than SAM's
-            prompt encoder and mask decoder around the encoder (SAM 2); None: SAM's assembly.
+            prompt encoder and mask decoder around the encoder; None: SAM's assembly.
+        whole_model: ``config`` describes the whole model, decoder included (SAM 2's
+            :class:`~samkit.zoo.sam2.Sam2Config`): ``infer`` returns it, ``config.from_dict``
+            reads a stored one and ``config.build()`` builds the model; no
+            :class:`ModelConfig` is wrapped around it.
+        model_tensors: ``state dict -> (the model's tensors, note or None)`` for families whose
+            files use other key names or hold tensors the model does not use (SAM 2's video
+            modules; the note says what was set aside); None: the file's tensors are the model's.
+        title: the family's name in messages (default: ``name``).
     """
 
     name: str
@@ -111,6 +123,15 @@ class EncoderKind:
     input_spec: Callable[[Any], InputSpec]
     describe: Callable[[Any], str]
     build_sam: Callable[[ModelConfig], Sam] | None = None
+    whole_model: bool = False
+    model_tensors: (
+        Callable[[Mapping[str, torch.Tensor]], tuple[dict[str, torch.Tensor], str | None]] | None
+    ) = None
+    title: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.title or self.name
 
 
 #: Encoder kinds by name. A new family is one :func:`register_encoder_kind` call.
@@ -125,6 +146,22 @@ def register_encoder_kind(kind: EncoderKind) -> EncoderKind:
         raise ValueError(f"detection key {kind.detect_key!r} is already used")
     ENCODER_KINDS[kind.name] = kind
     return kind
+
+
+def detect_kind(state_dict: Mapping[str, Any]) -> EncoderKind | None:
+    """The registered kind whose detection key ``state_dict`` holds (None: no kind's)."""
+    for kind in ENCODER_KINDS.values():
+        if kind.detect_key in state_dict:
+            return kind
+    return None
+
+
+def stored_kind(config_dict: Mapping[str, Any] | None) -> str | None:
+    """The encoder kind a stored ``samkit_config`` record names (``"vit"`` when it names none;
+    None without a usable record)."""
+    encoder = config_dict.get("encoder") if isinstance(config_dict, Mapping) else None
+    kind = encoder.get("kind", "vit") if isinstance(encoder, Mapping) else None
+    return kind if isinstance(kind, str) else None
 
 
 def encoder_kind(config: Any) -> EncoderKind:
@@ -213,14 +250,10 @@ class ModelConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
         try:
             enc = dict(data["encoder"])
-            kind = enc.get("kind", "vit")
-            if kind == "hiera":
-                from .sam2 import Sam2Config
-
-                return Sam2Config.from_dict(data)  # type: ignore[return-value]
-            if kind not in ENCODER_KINDS:
-                raise KeyError(kind)
-            enc_cls = ENCODER_KINDS[kind].config
+            kind = ENCODER_KINDS[enc.get("kind", "vit")]
+            if kind.whole_model:
+                return kind.config.from_dict(data)
+            enc_cls = kind.config
             enc = {k: tuple(v) if isinstance(v, list) else v for k, v in enc.items()}
             config = cls(
                 encoder=enc_cls(**enc), decoder=DecoderConfig(**dict(data.get("decoder", {})))
@@ -234,26 +267,6 @@ class ModelConfig:
 
     def describe(self) -> str:
         return encoder_kind(self.encoder).describe(self.encoder)
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A named model: architecture plus the official weight files it is published as.
-
-    ``packaged`` names a weights file shipped inside the package (``samkit/assets/``) instead of
-    downloadable ``files``.
-    """
-
-    name: str
-    title: str
-    config: ModelConfig
-    files: tuple[WeightsFile, ...]
-    aliases: tuple[str, ...] = ()
-    packaged: str | None = None
-
-    @property
-    def default_file(self) -> WeightsFile:
-        return self.files[0]
 
 
 # The demo model shipped in samkit/assets (benchmarks/train_demo.py trains it on synthetic shapes):
@@ -329,18 +342,9 @@ VARIANTS: dict[str, Variant] = {
             ("demo",),
             packaged="samkit_demo.safetensors",
         ),
+        *SAM2_MODELS,
     )
 }
-
-
-def _add_sam2_variants() -> None:
-    from .sam2 import SAM2_MODELS
-
-    for m in SAM2_MODELS:
-        VARIANTS[m.name] = Variant(m.name, m.title, m.config, m.files, m.aliases)  # type: ignore[arg-type]
-
-
-_add_sam2_variants()
 
 
 def get_variant(name: str) -> Variant | None:
@@ -474,37 +478,29 @@ def _infer_decoder(sd: Mapping[str, torch.Tensor], keys: list[str]) -> DecoderCo
 
 
 def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
-    """Read the architecture from a state dict with Meta's key names.
+    """Read the architecture from a state dict with Meta's key names (as found in the file: a
+    ``whole_model`` kind's ``infer`` reads its own layout, e.g. SAM 2's with video modules).
 
     Raises :class:`CheckpointError` when the keys are not those of a SAM model.
     """
-    from .sam2 import infer_sam2_config, is_sam2_state_dict, split_state_dict
-
-    if is_sam2_state_dict(state_dict):  # SAM 2 / 2.1 (Meta's or samkit's key names)
-        split = split_state_dict(state_dict)
-        return infer_sam2_config(split.image, split.version)  # type: ignore[return-value]
-    try:
-        config = _infer_config(state_dict)
-    except (ZeroDivisionError, ValueError, IndexError, OverflowError) as e:
-        raise CheckpointError(f"tensor shapes do not fit together as a SAM model ({e})") from None
-    check_config(config)
-    return config
-
-
-def _infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
     keys = list(state_dict)
-    for kind in ENCODER_KINDS.values():
-        if kind.detect_key in state_dict:
-            encoder = kind.infer(state_dict, keys)
-            break
-    else:
+    kind = detect_kind(state_dict)
+    if kind is None:
         sample = ", ".join(keys[:5]) or "no keys"
         expected = " or ".join(f"'{k.detect_key}' ({k.name})" for k in ENCODER_KINDS.values())
         raise CheckpointError(
             f"not a SAM state dict: expected keys like {expected}; found {len(keys)} keys "
             f"({sample}{', ...' if len(keys) > 5 else ''})"
         )
-    return ModelConfig(encoder=encoder, decoder=_infer_decoder(state_dict, keys))
+    if kind.whole_model:
+        return kind.infer(state_dict, keys)
+    try:
+        encoder = kind.infer(state_dict, keys)
+        config = ModelConfig(encoder=encoder, decoder=_infer_decoder(state_dict, keys))
+    except (ZeroDivisionError, ValueError, IndexError, OverflowError) as e:
+        raise CheckpointError(f"tensor shapes do not fit together as a SAM model ({e})") from None
+    check_config(config)
+    return config
 
 
 def _sam_input(config: Any) -> InputSpec:
@@ -536,5 +532,18 @@ register_encoder_kind(
             f"TinyViT (embed {list(e.embed_dims)}, depths {list(e.depths)}, "
             f"heads {list(e.num_heads)})"
         ),
+    )
+)
+register_encoder_kind(
+    EncoderKind(
+        name="hiera",
+        config=Sam2Config,
+        detect_key=TRUNK_KEY,
+        infer=infer_from_state_dict,
+        input_spec=lambda c: c.input_spec,
+        describe=Sam2Config.describe,
+        whole_model=True,
+        model_tensors=image_state_dict,
+        title="SAM 2",
     )
 )

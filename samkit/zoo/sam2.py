@@ -1,7 +1,9 @@
 """SAM 2 / SAM 2.1 in the model zoo: architecture configs, key mapping, detection, weight files.
 
-A SAM 2 checkpoint is recognised by its keys (``image_encoder.trunk.*``, ``sam_mask_decoder.*``),
-never by its file name. Its size comes from the trunk's width and blocks per stage; its version
+The ``"hiera"`` row of the registry's encoder-kind table (:data:`samkit.zoo.registry.ENCODER_KINDS`)
+points here: its config is the whole model's (:class:`Sam2Config`), its preprocessing SAM 2's
+(:data:`~samkit.models.input_spec.SAM2_INPUT`). A SAM 2 checkpoint is recognised by its keys
+(``image_encoder.trunk.*``, ``sam_mask_decoder.*``), never by its file name. Its size comes from the trunk's width and blocks per stage; its version
 from the keys only SAM 2.1 has (``no_obj_embed_spatial``, ``obj_ptr_tpos_proj.*``). The video-only
 modules (memory attention, memory encoder, object pointers, ...) are recognised, counted and
 reported as not used (:attr:`Sam2Split.video_keys`); any other unknown key is an error.
@@ -19,12 +21,14 @@ import torch
 
 from ..errors import CheckpointError
 from ..models.hiera import Hiera
+from ..models.input_spec import SAM2_INPUT, InputSpec
 from ..models.prompt_encoder import PromptEncoder
 from ..models.sam2 import Sam2
 from ..models.sam2_decoder import Sam2MaskDecoder
 from ..models.sam2_neck import FpnNeck, Sam2ImageEncoder
 from ..models.transformer import TwoWayTransformer
 from .download import WeightsFile
+from .variant import Variant
 
 # Keys (Meta's names) that only SAM 2's video model uses.
 VIDEO_ONLY_PREFIXES = (
@@ -66,6 +70,11 @@ class Sam2Config:
     @property
     def embedding_size(self) -> int:
         return self.img_size // 16
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """SAM 2's pre- and post-processing at this input size."""
+        return dataclasses.replace(SAM2_INPUT, image_size=self.img_size)
 
     @property
     def encoder(self) -> Sam2EncoderSpec:
@@ -271,6 +280,25 @@ def infer_sam2_config(image_sd: Mapping[str, torch.Tensor], version: str | None)
     )
 
 
+def infer_from_state_dict(
+    state_dict: Mapping[str, torch.Tensor], keys: list[str] | None = None
+) -> Sam2Config:
+    """The config of a SAM 2 state dict as found in a file (Meta's or samkit's names, video-only
+    modules included: they show the version). ``keys`` is accepted for the registry's
+    ``infer(state_dict, keys)`` signature."""
+    split = split_state_dict(state_dict)
+    return infer_sam2_config(split.image, split.version)
+
+
+def image_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The image model's tensors of a SAM 2 state dict under samkit's names, and a note on the
+    video-only tensors the file holds and the model does not use (None when there are none)."""
+    split = split_state_dict(state_dict)
+    return split.image, split.video_summary() if split.video_keys else None
+
+
 def meta_state_dict(model: Sam2) -> dict[str, torch.Tensor]:
     """The model's tensors under Meta's key names (image keys only)."""
     return {to_meta_key(k): v for k, v in model.state_dict().items()}
@@ -286,18 +314,11 @@ _META_SIZE_NAMES = {"t": "tiny", "s": "small", "b+": "base_plus", "l": "large"}
 _ULTRA_SIZE_NAMES = {"t": "t", "s": "s", "b+": "b", "l": "l"}
 
 
-@dataclass(frozen=True)
-class Sam2Weights:
-    """One named SAM 2 model: variant name, config and official files (Meta first)."""
-
-    name: str
-    title: str
-    config: Sam2Config
-    files: tuple[WeightsFile, ...]
-    aliases: tuple[str, ...] = ()
+#: The record of one named SAM 2 model (earlier name): a :class:`~samkit.zoo.variant.Variant`.
+Sam2Weights = Variant
 
 
-def _official() -> list[Sam2Weights]:
+def _official() -> list[Variant]:
     out = []
     for version, base, meta_prefix, ultra_prefix in (
         ("2.1", _META_21, "sam2.1_hiera_", "sam2.1_"),
@@ -308,7 +329,7 @@ def _official() -> list[Sam2Weights]:
             ultra = f"{ultra_prefix}{_ULTRA_SIZE_NAMES[size]}.pt"
             short = "sam2.1" if version == "2.1" else "sam2"
             out.append(
-                Sam2Weights(
+                Variant(
                     f"{short}_{_ULTRA_SIZE_NAMES[size]}",
                     f"SAM {version} Hiera-{SIZE_TITLES[size]}",
                     size_config(size, version),
@@ -322,10 +343,11 @@ def _official() -> list[Sam2Weights]:
     return out
 
 
-SAM2_MODELS: tuple[Sam2Weights, ...] = tuple(_official())
+#: The official SAM 2.1 and 2.0 models (Meta's file first, then Ultralytics'), all sizes.
+SAM2_MODELS: tuple[Variant, ...] = tuple(_official())
 
 
-def sam2_weights_for_config(config: Sam2Config) -> Sam2Weights | None:
+def sam2_weights_for_config(config: Sam2Config) -> Variant | None:
     for w in SAM2_MODELS:
         if w.config == config:
             return w

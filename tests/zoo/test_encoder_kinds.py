@@ -3,7 +3,7 @@ statistics on 0-1 and direct mask upsampling (SAM 2's preprocessing), run throug
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -113,3 +113,46 @@ def test_a_registered_kind_is_detected_from_its_weights(toy_kind):
 def test_a_kind_or_detection_key_cannot_be_registered_twice(toy_kind):
     with pytest.raises(ValueError, match="already registered"):
         register_encoder_kind(toy_kind)
+
+
+def test_sam2_is_a_row_of_the_table():
+    """SAM 2 is the "hiera" row: detected from its trunk key (Meta's layout, video modules
+    included and set aside), its own square / ImageNet-on-0-1 preprocessing, its whole-model
+    config stored and read back through the generic ModelConfig.from_dict."""
+    from samkit.models.input_spec import IMAGENET_MEAN, IMAGENET_STD
+    from samkit.zoo.registry import detect_kind
+    from samkit.zoo.sam2 import Sam2Config
+
+    from ..conftest import TINY_TINYVIT, TINY_VIT, tiny_model
+    from ..sam2_helpers import TINY, meta_checkpoint, seeded_sam2
+
+    kind = ENCODER_KINDS["hiera"]
+    assert kind.config is Sam2Config and kind.whole_model
+    sd = meta_checkpoint(TINY, "2.1")
+    assert detect_kind(sd) is kind
+    image, note = kind.model_tensors(sd)
+    assert "video-only" in note and "memory_attention" in note
+    model = seeded_sam2(TINY)
+    assert set(image) == set(model.state_dict())
+    spec = kind.input_spec(TINY)
+    assert spec == TINY.input_spec
+    # the model's spec reads its float32 pixel-statistics buffers
+    built = model.input_spec
+    np.testing.assert_allclose(built.pixel_mean, spec.pixel_mean, rtol=1e-6)
+    np.testing.assert_allclose(built.pixel_std, spec.pixel_std, rtol=1e-6)
+    assert replace(built, pixel_mean=spec.pixel_mean, pixel_std=spec.pixel_std) == spec
+    assert (spec.image_size, spec.resize, spec.pad, spec.mask_upsample) == (
+        256,
+        "square",
+        "none",
+        "direct",
+    )
+    assert (spec.pixel_mean, spec.pixel_std, spec.pixel_scale) == (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        1.0,
+    )
+    assert ModelConfig.from_dict(TINY.to_dict()) == TINY
+    # v1 keys are never SAM 2's
+    assert detect_kind(tiny_model(TINY_VIT).state_dict()) is ENCODER_KINDS["vit"]
+    assert detect_kind(tiny_model(TINY_TINYVIT).state_dict()) is ENCODER_KINDS["tiny_vit"]
