@@ -206,7 +206,7 @@ class PointDecoder:
     def decode_sparse(
         self,
         sparse: torch.Tensor,
-        multimask_output: bool,
+        multimask_output: bool | list[int],
         chunk: int | None = None,
         region: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,7 +215,8 @@ class PointDecoder:
         Args:
             sparse: ``B x T x C`` sparse prompt embeddings from the prompt encoder (points,
                 box corners, padding), the same ``T`` for every prompt.
-            multimask_output: three masks per prompt, else the single-mask token.
+            multimask_output: three masks per prompt, else the single-mask token (or a list
+                of mask token indices).
             chunk: prompts per pass (default :attr:`chunk`).
             region: ``(rh, rw)``: only ``logits[..., :rh, :rw]`` are computed (as in
                 :meth:`decode`). Default: the whole ``4h x 4w`` frame.

@@ -116,11 +116,7 @@ class Sam2PointDecoder(PointDecoder):
         if region is not None and tuple(region) != (4 * gh, 4 * gw):
             raise ValueError("SAM 2's decoder computes the whole low-res frame (no padding)")
         indices = self.token_indices if multimask_output else [0, *self.token_indices]
-        ious, logits = [], []
-        for keys, hyper, iou in self._sparse_chunks(sparse, indices, chunk):
-            ious.append(iou)
-            logits.append(self.upscale(keys, hyper))
-        low, iou = torch.cat(logits), torch.cat(ious)
+        low, iou = super().decode_sparse(sparse, indices, chunk)
         if multimask_output:
             return low, iou
         return select_masks(low, iou, multimask_output=False)
