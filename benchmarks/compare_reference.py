@@ -43,6 +43,8 @@ from workers import BackgroundLoad, Worker, WorkerError, WorkerTimeout  # noqa: 
 from samkit.cli.benchmark import benchmark_boxes, benchmark_image  # noqa: E402
 
 FIXTURE = HERE.parent / "tests" / "data" / "sam_b_shapes_decoder.pt"
+#: pause before each timed call, so that the previous call's threads are asleep
+SETTLE_S = 0.02
 DOCS_BOX = [439.0, 437.0, 524.0, 709.0]  # the box of Ultralytics' SAM page (zidane.jpg)
 
 
@@ -94,6 +96,7 @@ def _measure(
         if spec is not None and spec["key"] in failed:
             notes[side] = failed[spec["key"]]
     loads = []
+    threads_used: dict[str, list[int]] = {}
     warm = row.warmup
     for r in range(runs):
         order = sides if r % 2 == 0 else sides[::-1]
@@ -101,6 +104,9 @@ def _measure(
             if spec is None or side in notes:
                 continue
             req = {"op": "run", **common, **spec, "warmup": warm if r == 0 else 0}
+            # Let the other side's OpenMP threads finish their bounded spin first: a thread
+            # still spinning when a call starts is load (to samkit's thread rule too).
+            time.sleep(SETTLE_S)
             loads.append(os.getloadavg()[0])
             limit = row.cap or cap
             try:
@@ -112,6 +118,8 @@ def _measure(
                 notes[side] = f"error: {exc}"
                 continue
             times[side].append(reply["wall_s"])
+            if reply.get("threads") is not None:
+                threads_used.setdefault(side, []).append(reply["threads"])
             cpu[side].append(reply["cpu_s"])
     out: dict[str, Any] = {
         "row": row.key,
@@ -130,6 +138,8 @@ def _measure(
         out["ratio"] = out["reference_s"] / out["samkit_s"]
     elif "samkit_s" in out and "reference" in notes and notes["reference"].startswith("did not"):
         out["ratio_at_least"] = (row.cap or cap) / out["samkit_s"]
+    if threads_used:  # samkit's CPU policy: torch threads per timed call
+        out["threads_used"] = threads_used
     out["load_during"] = [round(min(loads), 2), round(max(loads), 2)] if loads else None
     return out
 

@@ -16,18 +16,23 @@ from typing import Any
 __version__ = "0.1.0"
 
 
-def _passive_openmp_waiting() -> None:
-    """``OMP_WAIT_POLICY=PASSIVE`` unless set, torch is loaded already (libgomp read its
-    environment then) or ``SAMKIT_CPU_POLICY=off``; see :mod:`samkit.runtime` for why."""
+#: libgomp spin iterations before a waiting OpenMP thread sleeps (see samkit.predict.threads)
+SPINCOUNT = "100000"
+
+
+def _bounded_openmp_waiting() -> None:
+    """``GOMP_SPINCOUNT`` (bounded spinning, then sleep) unless a wait policy is set, torch is
+    loaded already (libgomp read its environment then) or ``SAMKIT_CPU_POLICY=off``; see
+    :mod:`samkit.predict.threads` for why."""
     policy = os.environ.get("SAMKIT_CPU_POLICY", "auto").strip().lower()
     if policy in ("off", "0", "false", "no") or "torch" in sys.modules:
         return
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ["GOMP_SPINCOUNT"] = SPINCOUNT
         os.environ["SAMKIT_SET_OMP_WAIT_POLICY"] = "1"
 
 
-_passive_openmp_waiting()
+_bounded_openmp_waiting()
 
 # public name -> module that defines it
 _EXPORTS = {

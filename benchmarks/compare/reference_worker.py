@@ -173,6 +173,13 @@ def _run(entry: dict, task: str, req: dict):
 START_THREADS = torch.get_num_threads()
 
 
+def _image_is_set(entry: dict) -> bool:
+    pred = entry.get("predictor")
+    if entry["family"] == "ul":
+        return getattr(pred, "features", None) is not None
+    return bool(getattr(pred, "is_image_set", getattr(pred, "_is_image_set", False)))
+
+
 def op_run(req: dict) -> dict:
     """Time ``req["task"]`` on model ``req["key"]``: ``warmup`` untimed calls, then one timed.
 
@@ -182,6 +189,9 @@ def op_run(req: dict) -> dict:
     if entry.get("family") in ("meta", "sam2"):
         torch.set_num_threads(START_THREADS)
     fn = _run(entry, req["task"], req)
+    if req["task"] in ("box1", "boxes") and not _image_is_set(entry):
+        # a row run on its own (``--only box1_b``): encode the image first, untimed
+        _run(entry, "set_image", req)()
     with torch.inference_mode():
         for _ in range(int(req.get("warmup", 0))):
             fn()

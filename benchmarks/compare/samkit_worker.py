@@ -22,6 +22,7 @@ from PIL import Image  # noqa: E402
 from protocol import serve, timed  # noqa: E402
 
 from samkit import SAM, SamAutomaticMaskGenerator  # noqa: E402
+from samkit.predict import threads  # noqa: E402
 from samkit.zoo.seeded import seeded_state_dict  # noqa: E402
 
 MODELS: dict[str, dict[str, Any]] = {}
@@ -118,7 +119,10 @@ def op_run(req: dict) -> dict:
     fn = _run(entry, req["task"], req)
     for _ in range(int(req.get("warmup", 0))):
         fn()
-    return timed(fn)
+    out = timed(fn)
+    last = threads._state.get("last")  # the CPU policy's choice for the timed call
+    out["threads"] = None if last is None else last["threads"]
+    return out
 
 
 def task_needs_image(task: str) -> bool:

@@ -146,6 +146,52 @@ class ModelPredictMixin(MetaPredictMixin):
             high_res,
         )
 
+    # -- the fast point decoder: per-image work shared by prompts and calls --------------------
+    def _fast_decoder_dtype(self) -> torch.dtype | None:
+        """The dtype the fast point decoder runs prompts in now: float32, or bfloat16 inside a
+        bf16 ``torch.autocast`` (the ``prompt_decoder`` precision part); None under another
+        autocast dtype (the module decoder runs those)."""
+        import torch
+
+        dev = self.features.device.type
+        if not torch.is_autocast_enabled(dev):
+            return torch.float32
+        return torch.bfloat16 if torch.get_autocast_dtype(dev) == torch.bfloat16 else None
+
+    def _shared_decoder(self) -> Any:
+        """The point decoder (:meth:`_new_point_decoder`) of the current dtype holding the
+        current image's shared work: built once per dtype, its features set once per image."""
+        dtype = self._fast_decoder_dtype()
+        if dtype is None:
+            raise RuntimeError("the fast decoder does not run under this autocast dtype")
+        decoders = self.__dict__.setdefault("_point_decoders", {})
+        held = decoders.get(dtype)
+        if held is None:
+            held = decoders[dtype] = [None, self._new_point_decoder(dtype)]
+        if held[0] is not self.features:
+            import torch
+
+            with torch.autocast(self.features.device.type, enabled=False):  # its own dtype
+                self._set_decoder_features(held[1])
+            held[0] = self.features  # (held, so that identity means the same image)
+        return held[1]
+
+    def _encode_prompt_tensors(self, points: Any, boxes: Any, mask_input: Any) -> tuple[Any, Any]:
+        """The prompt encoder's ``(sparse, dense)`` embeddings, always in float32: the Fourier
+        features of coordinates lose whole pixels in bf16, and the encoder costs nothing."""
+        import torch
+
+        with torch.autocast(self.features.device.type, enabled=False):
+            return self.model.prompt_encoder(points, boxes, mask_input)
+
+    def _new_point_decoder(self, dtype: torch.dtype) -> Any:
+        """A point decoder of this predictor's model computing in ``dtype``."""
+        raise NotImplementedError
+
+    def _set_decoder_features(self, decoder: Any) -> None:
+        """Give ``decoder`` the current image's features."""
+        raise NotImplementedError
+
     @staticmethod
     def _check_image(image: np.ndarray, image_format: str) -> np.ndarray:
         """A checked ``H x W x 3`` uint8 image; ``image_format`` must be "RGB" or "BGR"."""

@@ -105,6 +105,7 @@ class DeferredLowRes(DeferredRows):
         rest: UpscaleRest | None = None,
         features: torch.Tensor | None = None,
         tensors: tuple[torch.Tensor | None, ...] | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         if (rest is None) == (features is None):
             raise ValueError("give either part and rest, or features and tensors")
@@ -112,6 +113,7 @@ class DeferredLowRes(DeferredRows):
         self.rows = np.asarray(rows, dtype=np.int64)
         self.part, self.rest = part, rest
         self.features, self.tensors = features, tensors
+        self.dtype = dtype  # the point decoder's, as in the call
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -123,7 +125,7 @@ class DeferredLowRes(DeferredRows):
 
     @torch.inference_mode()
     def compute(self) -> np.ndarray:
-        # fp32 as in the call, whatever autocast context the reader is in
+        # the point decoder in the dtype of the call, whatever autocast context the reader is in
         device = (self.part if self.rest is not None else self.features).device
         with torch.autocast(device.type, enabled=False):
             return self._compute(device)
@@ -134,7 +136,7 @@ class DeferredLowRes(DeferredRows):
             return np.zeros((0, *self.model.prompt_encoder.mask_input_size), np.float32)
         prompts, where = np.unique(self.rows // c, return_inverse=True)
         sel = torch.as_tensor(prompts, device=device)
-        decoder = PointDecoder(self.model)
+        decoder = PointDecoder(self.model, dtype=self.dtype)
         if self.rest is not None:
             idx = torch.as_tensor(prompts[:, None] * c + np.arange(c), device=device).flatten()
             low = decoder.complete(
@@ -328,6 +330,7 @@ def decode_prompts(
             np.arange(n * c),
             part=torch.cat(parts),
             rest=UpscaleRest.cat(rests),
+            dtype=predictor._fast_decoder_dtype(),
         )
     elif defer:
         low_res = DeferredLowRes(
@@ -336,5 +339,6 @@ def decode_prompts(
             np.arange(n * c),
             features=predictor.features,
             tensors=prompt_tensors(predictor, prompts)[:3],
+            dtype=predictor._fast_decoder_dtype(),
         )
     return Decoded(masks, scores, boxes, prompt_index, low_res)

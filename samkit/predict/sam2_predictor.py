@@ -248,8 +248,10 @@ class Sam2Predictor(ModelPredictMixin):
         if mask_input is not None:
             mask_input = mask_input.float()
         if mask_input is None and points is not None and self._fast_ok():
-            sparse, _ = self.model.prompt_encoder(points, None, None)
-            return self._shared_decoder().decode_sparse(sparse, multimask_output)
+            sparse, _ = self._encode_prompt_tensors(points, None, None)
+            decoder = self._shared_decoder()
+            with torch.autocast(self.features.device.type, enabled=False):  # its own dtype
+                return decoder.decode_sparse(sparse, multimask_output)
         low_res, iou, _ = self.model.decode(
             self.features, self.high_res, points, mask_input, multimask_output
         )
@@ -258,21 +260,20 @@ class Sam2Predictor(ModelPredictMixin):
     def _fast_ok(self) -> bool:
         """Prompts without a mask input go through :class:`Sam2PointDecoder` (the module
         decoder's values, its per-image work shared across prompts and calls) unless the
-        decoder module was replaced, the features are a batch, or autocast is on."""
+        decoder module was replaced, the features are a batch, or an autocast other than bf16
+        is on (under bf16 autocast the point decoder runs in its own bf16 mode)."""
         return (
             type(self.model.mask_decoder) is Sam2MaskDecoder
             and self.features.shape[0] == 1
-            and not torch.is_autocast_enabled(self.features.device.type)
+            and self._fast_decoder_dtype() is not None
         )
 
-    def _shared_decoder(self) -> Sam2PointDecoder:
-        """The point decoder holding the current image's shared work (built once per image)."""
-        cached = getattr(self, "_point_decoder", None)
-        if cached is None or cached[0] is not self.features:
-            decoder = Sam2PointDecoder(self.model, chunk=2)
-            decoder.set_features(self.features, self.high_res)
-            cached = self._point_decoder = (self.features, decoder)
-        return cached[1]
+    # _shared_decoder(): ModelPredictMixin, through these two hooks
+    def _new_point_decoder(self, dtype: torch.dtype) -> Sam2PointDecoder:
+        return Sam2PointDecoder(self.model, dtype=dtype, chunk=2)
+
+    def _set_decoder_features(self, decoder: Sam2PointDecoder) -> None:
+        decoder.set_features(self.features, self.high_res)
 
     def clean_low_res(self, low_res: torch.Tensor) -> torch.Tensor:
         """Fill small holes / remove small specks of the low-res masks (if configured)."""

@@ -140,10 +140,11 @@ class SamPredictor(ModelPredictMixin):
         return masks, iou, low_res
 
     def _decode(self, points, boxes, mask_input, multimask_output, region):
-        sparse, dense = self.model.prompt_encoder(points, boxes, mask_input)
+        sparse, dense = self._encode_prompt_tensors(points, boxes, mask_input)
         if mask_input is None and self.uses_fast_decoder():
             decoder = self._shared_decoder()
-            return decoder.decode_sparse(sparse, multimask_output, chunk=2, region=region)
+            with torch.autocast(self.features.device.type, enabled=False):  # its own dtype
+                return decoder.decode_sparse(sparse, multimask_output, chunk=2, region=region)
         model = self.model
         extra = {} if self.high_res_feats is None else {"high_res_features": self.high_res_feats}
         low_res, iou = model.mask_decoder(
@@ -172,34 +173,34 @@ class SamPredictor(ModelPredictMixin):
         if not self.uses_fast_decoder():
             raise RuntimeError("decode_split needs the fast decoder (see uses_fast_decoder)")
         sparse, _ = self._encode_prompts(point_coords, point_labels, boxes, None)
-        return self._shared_decoder().decode_sparse_split(sparse, multimask_output, region, chunk=2)
+        decoder = self._shared_decoder()
+        with torch.autocast(self.features.device.type, enabled=False):  # its own dtype
+            return decoder.decode_sparse_split(sparse, multimask_output, region, chunk=2)
 
     def _encode_prompts(self, point_coords, point_labels, boxes, mask_input):
         """Sparse and dense prompt embeddings of input-frame prompt tensors."""
         points, boxes, mask_input = self._prompt_tensors(
             point_coords, point_labels, boxes, mask_input
         )
-        return self.model.prompt_encoder(points, boxes, mask_input)
+        return self._encode_prompt_tensors(points, boxes, mask_input)
 
     def uses_fast_decoder(self) -> bool:
         """Whether prompts without a mask input, decoded now, go through the fast decoder (the
-        option is on, the module decoder is SAM's own, fp32 features, no autocast active)."""
+        option is on, the module decoder is SAM's own, fp32 features, and no autocast or a bf16
+        one, which the fast decoder follows in its own bf16 mode)."""
         self._require_image()
-        dev = self.features.device.type
         return (
             self.fast_decoder
             and type(self.model.mask_decoder) is MaskDecoder  # not a replaced/customised module
             and self.high_res_feats is None
             and self.features.shape[0] == 1
             and self.features.dtype == torch.float32
-            and not torch.is_autocast_enabled(dev)
+            and self._fast_decoder_dtype() is not None
         )
 
-    def _shared_decoder(self) -> PointDecoder:
-        """The :class:`~samkit.fast_decode.PointDecoder` holding this image's shared work."""
-        cached = getattr(self, "_point_decoder", None)
-        if cached is None or cached[0] is not self.features:
-            decoder = PointDecoder(self.model)
-            decoder.set_features(self.features)
-            cached = self._point_decoder = (self.features, decoder)
-        return cached[1]
+    # _shared_decoder(): ModelPredictMixin, through these two hooks
+    def _new_point_decoder(self, dtype: torch.dtype) -> PointDecoder:
+        return PointDecoder(self.model, dtype=dtype)
+
+    def _set_decoder_features(self, decoder: PointDecoder) -> None:
+        decoder.set_features(self.features)

@@ -4,12 +4,16 @@ large-block policy.
 Applied where samkit runs heavy work on the CPU (the image encoder, prompt decoding,
 segment-everything: :func:`cpu_policy`), unless ``SAMKIT_CPU_POLICY=off``:
 
-* **Waiting**: OpenMP threads that wait at a barrier sleep instead of spinning
-  (``OMP_WAIT_POLICY=PASSIVE``, set by ``import samkit`` when torch is not imported yet and the
-  variable is not set; libgomp reads it once, when torch loads). With spinning, a thread that
-  waits for a descheduled sibling burns the core the sibling needs: with another busy process
-  on a 2-core machine a box prompt took ~1,000-1,260 ms with 2 threads, ~180-190 ms with
-  passive waiting and ~135-170 ms with 1 thread.
+* **Waiting**: an OpenMP thread that waits at a barrier spins a bounded while, then sleeps
+  (``GOMP_SPINCOUNT=100000``, set by ``import samkit`` when torch is not imported yet and no
+  wait policy is set; libgomp reads it once, when torch loads). Unbounded spinning collapses
+  on shared cores: a thread waiting for a descheduled sibling burns the core the sibling needs
+  (with another busy process on 2 cores a box took ~1,000-1,260 ms with 2 spinning threads,
+  ~180-190 ms with passive waiting, ~135-170 ms with 1 thread). Sleeping at once
+  (``OMP_WAIT_POLICY=PASSIVE``, samkit's earlier choice) costs a wake-up at each of a prompt's
+  ~300 parallel regions: on a quiet 2-core Zen 4 a box took 24-27 ms passive against
+  14-18 ms with bounded spinning. Under load the thread rule below runs 1 thread, which has no
+  barriers to wait at.
 * **Threads**: each heavy call runs with ``min(threads set, usable cores - other runnable
   tasks)`` torch threads (at least 1), restored afterwards; other runnable tasks are read from
   ``/proc/stat`` (``procs_running`` less this process's running threads) right before the call.
@@ -139,14 +143,27 @@ def _own_running_threads() -> int:
     return max(1, n)
 
 
+#: seconds between the readings of :func:`other_runnable_tasks`
+SAMPLE_GAP_S = 0.001
+
+
 def other_runnable_tasks(samples: int = 2) -> int:
-    """Runnable tasks of other processes right now (the least of ``samples`` readings), 0 if
-    unknown. Remembered for 0.5 s, so that a loop of short calls reads ``/proc`` rarely."""
+    """Runnable tasks of other processes right now (the least of ``samples`` readings
+    :data:`SAMPLE_GAP_S` apart), 0 if unknown. Remembered for 0.5 s, so that a loop of short
+    calls reads ``/proc`` rarely.
+
+    The gap matters: a request arrives from a process that is still running for a few
+    microseconds after writing it (a client, a benchmark driver, a browser), so back-to-back
+    readings counted it as load and halved the threads of the call it was waiting for."""
     now = time.monotonic()
     cached = _state.get("others")
     if cached is not None and now - cached[0] < 0.5:
         return cached[1]
-    totals = [_procs_running() for _ in range(samples)]
+    totals = []
+    for i in range(samples):
+        if i:
+            time.sleep(SAMPLE_GAP_S)
+        totals.append(_procs_running())
     if None in totals:
         return 0
     others = max(0, min(totals) - _own_running_threads())
@@ -194,6 +211,7 @@ def describe_policy() -> dict[str, Any]:
     return {
         "enabled": policy_enabled(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
         "wait_policy_set_by_samkit": os.environ.get("SAMKIT_SET_OMP_WAIT_POLICY") == "1",
         "malloc_reuse": _state["malloc"],
         "last_call": _state["last"],

@@ -174,9 +174,9 @@ def test_sam_predictor_routes_prompts_without_masks_through_the_point_decoder(ti
         p.set_image(image)
     box = np.array([10, 5, 50, 40])
     m_fast, iou_fast, low_fast = fast.predict(box=box, multimask_output=True)
-    assert fast._point_decoder is not None and fast._point_decoder[0] is fast.features
+    assert fast._point_decoders[torch.float32][0] is fast.features
     m_slow, iou_slow, low_slow = slow.predict(box=box, multimask_output=True)
-    assert getattr(slow, "_point_decoder", None) is None
+    assert not getattr(slow, "_point_decoders", None)
     np.testing.assert_allclose(iou_fast, iou_slow, atol=1e-5)
     np.testing.assert_allclose(low_fast, low_slow, atol=1e-5 * np.abs(low_slow).max())
     # a mask prompt goes through the module decoder: identical results

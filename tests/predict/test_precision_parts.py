@@ -45,8 +45,10 @@ def test_auto_picks_per_part(native, has_bf16):
     native(has_bf16)
     parts = prec.resolve_parts("auto")
     if has_bf16:
-        assert parts == prec.PartPrecision("bf16", "fp32", "bf16")
-        assert str(parts) == "encoder=bf16, prompt_decoder=fp32, everything_decoder=bf16"
+        assert parts == prec.PartPrecision("bf16", "bf16", "bf16")
+        assert str(parts) == "bf16"
+        mixed = prec.resolve_parts({"prompt_decoder": "fp32"})
+        assert str(mixed) == "encoder=bf16, prompt_decoder=fp32, everything_decoder=bf16"
     else:
         assert parts == prec.PartPrecision("fp32", "fp32", "fp32")
         assert str(parts) == "fp32"
@@ -58,6 +60,7 @@ def test_auto_picks_per_part(native, has_bf16):
     )
     # CUDA keeps the decoders in fp32 (auto_part's rule)
     assert prec.auto_part("everything_decoder", "cuda") == ("fp32")
+    assert prec.auto_part("prompt_decoder", "cuda") == ("fp32")
 
 
 def test_mapping_sets_parts_and_rejects_unknown_ones(native):
@@ -81,22 +84,43 @@ def test_explicit_bf16_warns_where_emulated(native):
         assert prec.resolve_parts("auto") == prec.PartPrecision()
 
 
-def test_auto_prompts_use_the_exact_fp32_decoder(native):
-    """With native bf16, "auto" encodes in bf16 but decodes prompts exactly as fp32 does."""
+def test_auto_prompts_use_the_point_decoder_in_bf16(native):
+    """With native bf16, "auto" decodes prompts with the fast point decoder in its bf16 mode
+    (not the module decoder under autocast): the same numbers as calling that decoder
+    directly, the deferred low-res logits completed in bf16 too, and masks close to fp32's;
+    ``prompt_decoder="fp32"`` keeps the exact path."""
+    from samkit.predict.fast_decode import PointDecoder
+    from samkit.predict.transforms import scale_boxes
+
     native(True)
     sam = tiny_model(DECODABLE["vit"]).eval()
     image = synthetic_image(96, 128)
     auto = Predictor(sam, precision="auto", image_format="RGB")
-    exact = Predictor(sam, precision="fp32", image_format="RGB")
-    assert auto.dtype == torch.bfloat16 and auto.decoder_dtype == torch.float32
+    exact = Predictor(sam, precision={"prompt_decoder": "fp32"}, image_format="RGB")
+    assert auto.dtype == torch.bfloat16 and auto.decoder_dtype == torch.bfloat16
+    assert exact.decoder_dtype == torch.float32
     auto.set_image(image)
     assert auto.features.dtype == torch.float32
-    assert auto.sam_predictor.uses_fast_decoder()
     exact.set_embedding(auto.cache.get(auto.cache_key(image)), image)
     boxes = [[10, 12, 70, 60], [40, 30, 120, 90]]
-    a, b = auto(bboxes=boxes), exact(bboxes=boxes)
-    np.testing.assert_array_equal(a.masks, b.masks)
-    np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=0)
+    a, b = auto(bboxes=boxes, multimask_output=True), exact(bboxes=boxes, multimask_output=True)
+    sp = auto.sam_predictor
+    assert set(sp._point_decoders) == {torch.bfloat16}  # the module decoder was not used
+    assert set(exact.sam_predictor._point_decoders) == {torch.float32}
+    # the same numbers as the bf16 point decoder called directly
+    direct = PointDecoder(sam, dtype=torch.bfloat16)
+    direct.set_features(auto.features)
+    with torch.inference_mode():
+        scaled = scale_boxes(np.asarray(boxes, np.float64), sp.original_size, sp.input_size)
+        scaled = torch.as_tensor(scaled)
+        sparse, _ = sam.prompt_encoder(None, scaled, None)
+        low, iou = direct.decode_sparse(sparse, True, chunk=2)
+    np.testing.assert_allclose(a.scores, iou.flatten().numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(a.low_res_logits), low.flatten(0, 1).numpy(), atol=1e-5)
+    # bf16 against fp32: close, not equal
+    assert np.abs(a.scores - b.scores).max() < 0.05
+    agree = (a.masks == b.masks).mean()
+    assert agree > 0.97, agree
 
 
 # -- agreement with fp32 on the fixtures (native bf16 only) -------------------------------------

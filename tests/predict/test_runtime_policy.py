@@ -79,18 +79,34 @@ def test_other_runnable_tasks_reads_proc(monkeypatch):
         assert runtime._own_running_threads() >= 1
 
 
-def _wait_policy(code: str, **env: str) -> str:
+def _wait_policy(code: str, **env: str) -> tuple[str, str]:
     e = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     e.pop(runtime.POLICY_ENV, None)
     e.update(env, PYTHONPATH=str(ROOT))
-    code += "; import os; print(os.environ.get('OMP_WAIT_POLICY'))"
+    code += (
+        "; import os; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    return out.stdout.strip().splitlines()[-1]
+    return tuple(out.stdout.strip().splitlines()[-1].split())
 
 
-def test_import_sets_passive_waiting_before_torch_loads():
-    assert _wait_policy("import samkit") == "PASSIVE"
-    assert _wait_policy("import samkit", SAMKIT_CPU_POLICY="off") == "None"
-    assert _wait_policy("import samkit", OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
-    assert _wait_policy("import torch; import samkit") == "None"  # too late: not pretended
+def test_import_bounds_openmp_spinning_before_torch_loads():
+    assert _wait_policy("import samkit") == ("None", "100000")
+    assert _wait_policy("import samkit", SAMKIT_CPU_POLICY="off") == ("None", "None")
+    assert _wait_policy("import samkit", OMP_WAIT_POLICY="PASSIVE") == ("PASSIVE", "None")
+    assert _wait_policy("import samkit", GOMP_SPINCOUNT="5") == ("None", "5")
+    assert _wait_policy("import torch; import samkit") == ("None", "None")  # too late
+
+
+def test_readings_are_spread_so_a_requester_is_not_load(monkeypatch):
+    """A process that is running only while it hands over a request (the first reading) is
+    not counted: the least of the spread readings is."""
+    monkeypatch.setattr(runtime, "_state", {"malloc": None, "last": None})
+    readings = iter([3, 1])
+    monkeypatch.setattr(runtime, "_procs_running", lambda: next(readings))
+    monkeypatch.setattr(runtime, "_own_running_threads", lambda: 1)
+    slept = []
+    monkeypatch.setattr(runtime.time, "sleep", slept.append)
+    assert runtime.other_runnable_tasks() == 0
+    assert slept == [runtime.SAMPLE_GAP_S]
