@@ -22,6 +22,7 @@ decodes one prompt at a time: the model is shared).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import socket
@@ -41,8 +42,8 @@ def make_model(name: str):
     from samkit import SAM, VARIANTS
 
     if name == "demo":
-        return SAM("samkit-demo", precision="fp32")
-    return SAM.from_config(VARIANTS[name].config, seeded=True, precision="fp32")
+        return SAM("samkit-demo")  # precision "auto", as `samkit serve` loads it
+    return SAM.from_config(VARIANTS[name].config, seeded=True)
 
 
 def make_folder(root: Path, n: int = 3, size=(720, 1280), seed: int = 0) -> list:
@@ -214,9 +215,9 @@ def main() -> None:
     for name in args.models.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             shapes = make_folder(Path(tmp))
-            app = create_app(
-                make_model(name), Path(tmp) / "images", Path(tmp) / "out", ort_dir=args.ort_dir
-            )
+            # a loader, not a model: the server loads it on its model thread (serve/engine.py)
+            loader = functools.partial(make_model, name)
+            app = create_app(loader, Path(tmp) / "images", Path(tmp) / "out", ort_dir=args.ort_dir)
             server, url = start(app)
             points = click_points(shapes, args.clicks)
             row = {"model": name}

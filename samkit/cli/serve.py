@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,8 @@ def run_serve(args: dict[str, Any]) -> int:
     from ..model import SAM
     from ..serve import serve
 
-    model = SAM(args["model"], device=args["device"])
+    # loaded by the server on its model thread (all torch work on one thread: faster prompts)
+    model = functools.partial(SAM, args["model"], device=args["device"])
     serve(
         model,
         args["images"],

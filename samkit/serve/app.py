@@ -10,6 +10,7 @@ CDN, which an offline machine cannot reach).
 """
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -135,7 +136,8 @@ def create_app(
     recursive: bool = False,
     prefetch: bool = True,
 ):
-    """The ASGI app. ``model``: a ``samkit.SAM`` or a name/path for it; ``images``: the folder
+    """The ASGI app. ``model``: a ``samkit.SAM``, a name/path for it or a callable returning
+    one (a name or callable loads it on the engine's model thread: faster prompts); ``images``: the folder
     to annotate; ``output``: where annotations go (default ``<images>/../<name>_samkit_labels``);
     ``token``: required on every request when set; ``ort_dir``: a folder with onnxruntime-web's
     ``dist`` files (``ort.min.js``, ``*.wasm``, ``*.mjs``) for the in-browser decoder."""
@@ -154,8 +156,8 @@ def create_app(
 
     from ..model import SAM
 
-    if not isinstance(model, SAM):
-        model = SAM(model)
+    if not isinstance(model, SAM) and not callable(model):  # a name or path: load it on the
+        model = functools.partial(SAM, model)  # engine's model thread (see serve/engine.py)
     root_in = Path(images).expanduser()
     out = Path(output) if output is not None else root_in.parent / f"{root_in.name}_samkit_labels"
     root, listing = list_images(root_in, recursive=recursive, exclude=out.expanduser())
@@ -239,7 +241,7 @@ def create_app(
     @app.get("/api/info", response_model=Info)
     def info():
         return {
-            "model": model.name,
+            "model": state.engine.model.name,
             "image_size": state.engine.image_size,
             "images": len(state.images),
             "names": list(store.names),

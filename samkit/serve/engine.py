@@ -3,7 +3,16 @@
 Only samkit's public API is used (``SAM``, ``model.predictor()``, ``Results``). The predictor
 holds one image at a time; every request that uses it takes :attr:`Engine.lock`, sets its image
 (free when it is already the current one, an embedding-cache hit when it was encoded before)
-and decodes. The next image of the folder is encoded ahead of time on a background thread.
+and decodes. The next image of the folder is encoded ahead of time.
+
+All torch work runs on one thread, :class:`ModelThread` (requests first, encoding ahead of time
+when no request waits). The reason is OpenMP: libgomp lets a waiting worker spin briefly (samkit
+sets ``GOMP_SPINCOUNT``), which saves a wake-up at each of a prompt's ~300 parallel regions, but
+only while the process has no more OpenMP threads than cores; every thread that runs torch
+brings its own team, so requests on the web server's thread pool had them sleep at every
+region. Measured on 2 cores (MobileSAM, one click with 3 masks, 1280 x 720): 24 ms with all torch
+work on one thread, 36-39 ms from a pool thread. Pass the model by name (``create_app("mobile_sam",
+...)``) so that it is also loaded on that thread.
 """
 
 from __future__ import annotations
@@ -13,9 +22,9 @@ import io
 import tempfile
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,15 +67,74 @@ class LockedCache(EmbeddingCache):
             super().clear()
 
 
+class ModelThread:
+    """One thread that runs every call given to it: :meth:`call` (a request, waited for) before
+    :meth:`submit` ``(background=True)`` work, which runs only when no request waits."""
+
+    def __init__(self, name: str = "samkit-model") -> None:
+        self._cv = threading.Condition()
+        self._urgent: deque = deque()
+        self._background: deque = deque()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], Any], background: bool = False) -> Future:
+        fut: Future = Future()
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("the model thread is closed")
+            (self._background if background else self._urgent).append((fut, fn))
+            self._cv.notify()
+        return fut
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` on the model thread (inline when called from it), its result or exception."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        return self.submit(fn).result()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not (self._urgent or self._background or self._closed):
+                    self._cv.wait()
+                if not (self._urgent or self._background):
+                    return  # closed and drained
+                fut, fn = (self._urgent or self._background).popleft()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # handed to the waiting request
+                fut.set_exception(exc)
+
+    def close(self) -> None:
+        """Cancel background work not started; requests already queued still run."""
+        with self._cv:
+            self._closed = True
+            while self._background:
+                self._background.popleft()[0].cancel()
+            self._cv.notify()
+
+
 class Engine:
     """A :class:`~samkit.SAM` model serving one image at a time to many requests.
 
     Args:
-        model: a loaded ``samkit.SAM``.
+        model: a loaded ``samkit.SAM``, or a callable returning one (called on the model
+            thread: the fastest prompts, see the module docstring).
         max_images: decoded RGB images kept in memory (LRU).
     """
 
     def __init__(self, model: Any, max_images: int = 4) -> None:
+        self._worker = ModelThread()
+        if not hasattr(model, "predictor"):  # a loader: load on the model thread
+            try:
+                model = self._worker.call(model)
+            except BaseException:
+                self._worker.close()
+                raise
         self.model = model
         # one embedding cache, shared by the serving predictor and the prefetching one
         self.cache = LockedCache(max_items=getattr(model.embedding_cache, "max_items", 16))
@@ -79,7 +147,6 @@ class Engine:
         self.encoded: dict[str, float] = {}  # key -> encode ms (first encode)
         self._images: OrderedDict[str, np.ndarray] = OrderedDict()
         self._max_images = max_images
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="samkit-prefetch")
         self._decoder_onnx: dict[str, bytes] = {}
         self._onnx_lock = threading.Lock()
 
@@ -129,12 +196,16 @@ class Engine:
         if pending is not None:  # being encoded ahead of time: wait for it, then a cache hit
             with contextlib.suppress(Exception):
                 pending.result()
-        with self.lock:
-            return self._set(key, load)
+
+        def work() -> float:
+            with self.lock:
+                return self._set(key, load)
+
+        return self._worker.call(work)
 
     def prefetch(self, key: str, load: ImageLoader) -> None:
-        """Encode ``key`` on a background thread into the embedding cache. It uses its own
-        predictor, so prompts on the current image are not held up meanwhile."""
+        """Encode ``key`` into the embedding cache when the model thread has no request to
+        run. It uses its own predictor, so the current image stays set."""
         if key in self.encoded or key in self._futures:
             return
 
@@ -149,7 +220,8 @@ class Engine:
                 self.encoding.pop(key, None)
                 self._futures.pop(key, None)
 
-        self._futures[key] = self._pool.submit(work)
+        with contextlib.suppress(RuntimeError):  # (closed: nothing to prefetch for)
+            self._futures[key] = self._worker.submit(work, background=True)
 
     def status(self, key: str) -> dict[str, Any]:
         """``{"state": "ready" | "encoding" | "not_encoded", ...}`` of image ``key``."""
@@ -179,28 +251,40 @@ class Engine:
             kwargs["bboxes"] = [box]
         if mask is not None:
             kwargs["masks"] = mask[None]
-        with self.lock:
-            self._set(key, load)
-            t0 = time.perf_counter()
-            results = self.predictor(**kwargs)
-            ms = (time.perf_counter() - t0) * 1e3
-        return Decoded(results.masks, results.scores, ms)
+
+        def work() -> Decoded:
+            with self.lock:
+                self._set(key, load)
+                t0 = time.perf_counter()
+                results = self.predictor(**kwargs)
+                ms = (time.perf_counter() - t0) * 1e3
+            return Decoded(results.masks, results.scores, ms)
+
+        return self._worker.call(work)
 
     def everything(self, key: str, load: ImageLoader, points_stride: int) -> Decoded:
         """Segment everything (``points_stride`` points per side); masks largest first."""
         img = self.rgb(key, load)
-        with self.lock:
-            t0 = time.perf_counter()
-            results = self.model(img, image_format="RGB", points_stride=points_stride)[0]
-            ms = (time.perf_counter() - t0) * 1e3
-        return Decoded(results.masks, results.scores, ms)
+
+        def work() -> Decoded:
+            with self.lock:
+                t0 = time.perf_counter()
+                results = self.model(img, image_format="RGB", points_stride=points_stride)[0]
+                ms = (time.perf_counter() - t0) * 1e3
+            return Decoded(results.masks, results.scores, ms)
+
+        return self._worker.call(work)
 
     def embedding_npy(self, key: str, load: ImageLoader) -> tuple[bytes, tuple[int, int]]:
         """The image embedding as float32 ``.npy`` bytes (``1 x C x h x w``) and ``(H, W)``."""
-        with self.lock:
-            self._set(key, load)
-            feats = self.predictor.features.detach().float().cpu().numpy()
-            size = tuple(int(v) for v in self.predictor.original_size)
+
+        def work() -> tuple[np.ndarray, tuple[int, ...]]:
+            with self.lock:
+                self._set(key, load)
+                feats = self.predictor.features.detach().float().cpu().numpy()
+                return feats, tuple(int(v) for v in self.predictor.original_size)
+
+        feats, size = self._worker.call(work)
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(feats, dtype=np.float32))
         return buf.getvalue(), size  # type: ignore[return-value]
@@ -211,15 +295,19 @@ class Engine:
         with self._onnx_lock:
             if mask_output not in self._decoder_onnx:
                 with tempfile.TemporaryDirectory(prefix="samkit-serve-") as tmp:
-                    with self.lock:
-                        written = self.model.export(
-                            "onnx", tmp, encoder=False, name="decoder", mask_output=mask_output
-                        )
+
+                    def work() -> dict:
+                        with self.lock:
+                            return self.model.export(
+                                "onnx", tmp, encoder=False, name="decoder", mask_output=mask_output
+                            )
+
+                    written = self._worker.call(work)
                     self._decoder_onnx[mask_output] = Path(written["decoder"]).read_bytes()
             return self._decoder_onnx[mask_output]
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._worker.close()
 
 
 def read_upload(data: bytes, max_pixels: int) -> np.ndarray:
