@@ -43,6 +43,13 @@ from workers import BackgroundLoad, Worker, WorkerError, WorkerTimeout  # noqa: 
 from samkit.cli.benchmark import benchmark_boxes, benchmark_image  # noqa: E402
 
 FIXTURE = HERE.parent / "tests" / "data" / "sam_b_shapes_decoder.pt"
+#: The reference runs with torch's defaults: what ``import samkit`` set in this process's
+#: environment (its OpenMP wait policy) is taken out of the reference worker's (None = unset).
+REF_ENV: dict[str, str | None] = (
+    {"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None, "SAMKIT_SET_OMP_WAIT_POLICY": None}
+    if os.environ.get("SAMKIT_SET_OMP_WAIT_POLICY") == "1"
+    else {}
+)
 #: pause before each timed call, so that the previous call's threads are asleep
 SETTLE_S = 0.02
 DOCS_BOX = [439.0, 437.0, 524.0, 709.0]  # the box of Ultralytics' SAM page (zidane.jpg)
@@ -248,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     background = None
     with tempfile.TemporaryDirectory(prefix="samkit-compare-") as tmp:
         workdir = Path(tmp)
-        ref = Worker("reference", args.reference_python, "reference_worker.py", workdir)
+        ref = Worker(
+            "reference", args.reference_python, "reference_worker.py", workdir, env=REF_ENV
+        )
         sk = Worker("samkit", sys.executable, "samkit_worker.py", workdir)
         try:
             ref_info = ref.call({"op": "info"}, 300)

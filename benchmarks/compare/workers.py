@@ -29,7 +29,9 @@ class Worker:
     def __init__(self, name: str, python: str, script: str, log_dir: Path, env=None) -> None:
         self.name, self.python, self.script = name, python, str(HERE / script)
         self.log_path = log_dir / f"{name}.log"
-        self.env = {**os.environ, **(env or {})}
+        # ``env`` values of None remove the variable
+        merged = {**os.environ, **(env or {})}
+        self.env = {k: v for k, v in merged.items() if v is not None}
         self.loads: list[dict[str, Any]] = []
         self.proc: subprocess.Popen | None = None
 
