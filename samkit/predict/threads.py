@@ -145,6 +145,7 @@ def _own_running_threads() -> int:
 
 #: seconds between the readings of :func:`other_runnable_tasks`
 SAMPLE_GAP_S = 0.001
+_pause = time.sleep  # (a name of this module, so that a test can replace it alone)
 
 
 def other_runnable_tasks(samples: int = 2) -> int:
@@ -162,7 +163,7 @@ def other_runnable_tasks(samples: int = 2) -> int:
     totals = []
     for i in range(samples):
         if i:
-            time.sleep(SAMPLE_GAP_S)
+            _pause(SAMPLE_GAP_S)
         totals.append(_procs_running())
     if None in totals:
         return 0

@@ -107,6 +107,6 @@ def test_readings_are_spread_so_a_requester_is_not_load(monkeypatch):
     monkeypatch.setattr(runtime, "_procs_running", lambda: next(readings))
     monkeypatch.setattr(runtime, "_own_running_threads", lambda: 1)
     slept = []
-    monkeypatch.setattr(runtime.time, "sleep", slept.append)
+    monkeypatch.setattr(runtime, "_pause", slept.append)
     assert runtime.other_runnable_tasks() == 0
     assert slept == [runtime.SAMPLE_GAP_S]
