@@ -203,7 +203,7 @@ def bench_one(spec: Mapping[str, Any]) -> dict[str, Any]:
     _peak_rss_reset()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        precision = resolve_precision(spec["precision"], sam.device)
+        precision = resolve_precision(spec["precision"], sam.device, sam)
     notes = [str(w.message) for w in caught]
     predictor = SamPredictor(sam, precision=precision)
     image = benchmark_image(*spec.get("image_hw", (720, 1280)))

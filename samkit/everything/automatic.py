@@ -101,7 +101,9 @@ class SamAutomaticMaskGenerator:
         """
         if self.tile is not None and self.tile is not False:
             return self._generate_tiled(image)
-        enc_dtype, dtype = everything_dtypes(self.precision, self.predictor.device)
+        enc_dtype, dtype = everything_dtypes(
+            self.precision, self.predictor.device, self.predictor.model
+        )
         data, cleaned, self.last_stats = generate_mask_set(
             self.predictor, image, self.params, dtype, self.progress, encoder_dtype=enc_dtype
         )
@@ -141,7 +143,7 @@ class SamAutomaticMaskGenerator:
         from .tiling import segment_everything_tiled
 
         p = self.params
-        dtype = resolve_dtype(self.precision, self.predictor.device)
+        dtype = resolve_dtype(self.precision, self.predictor.device, self.predictor.model)
         out = segment_everything_tiled(
             self.predictor.model,
             image,

@@ -57,9 +57,9 @@ class EverythingOutput:
         return len(self.scores)
 
 
-def resolve_dtype(precision: Any, device: Any) -> Any:
+def resolve_dtype(precision: Any, device: Any, model: Any = None) -> Any:
     """The grid decoder's dtype of ``precision`` (see :func:`everything_dtypes`)."""
-    return everything_dtypes(precision, device)[1]
+    return everything_dtypes(precision, device, model)[1]
 
 
 def segment_everything(
@@ -117,7 +117,7 @@ def segment_everything(
         min_mask_region_area=min_mask_region_area,
     )
     t_start = time.perf_counter()
-    enc_dtype, dtype = everything_dtypes(precision, predictor.device)
+    enc_dtype, dtype = everything_dtypes(precision, predictor.device, predictor.model)
     data, cleaned, stats = generate_mask_set(
         predictor, image_rgb, params, dtype, progress or verbose, encoder_dtype=enc_dtype
     )

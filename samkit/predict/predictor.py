@@ -76,7 +76,7 @@ class Predictor(ResultsPredictMixin):
         self.model = sam
         self.sam_predictor = Sam2Predictor(sam) if isinstance(sam, Sam2) else SamPredictor(sam)
         self.precision = precision  # as requested (segment-everything resolves its own parts)
-        self.parts = resolve_parts(precision, sam.device)
+        self.parts = resolve_parts(precision, sam.device, sam)
         self.dtype = self.parts.dtype("encoder")
         self.decoder_dtype = self.parts.dtype("prompt_decoder")
         self.image_format = image_format

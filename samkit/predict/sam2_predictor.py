@@ -104,7 +104,7 @@ class Sam2Predictor(ModelPredictMixin):
         if not isinstance(sam_model, Sam2):
             raise TypeError(f"Sam2Predictor needs a SAM 2 model, got {type(sam_model).__name__}")
         self.model = sam_model
-        self.precision = resolve_precision(precision, sam_model.device)
+        self.precision = resolve_precision(precision, sam_model.device, sam_model)
         self.mask_threshold = float(mask_threshold)
         self.max_hole_area = float(max_hole_area)
         self.max_sprinkle_area = float(max_sprinkle_area)

@@ -56,7 +56,7 @@ class SamPredictor(ModelPredictMixin):
                 f"{type(sam_model).__name__}"
             )
         self.model = sam_model
-        self.precision = resolve_precision(precision, sam_model.device)
+        self.precision = resolve_precision(precision, sam_model.device, sam_model)
         self.fast_decoder = fast_decoder
         self.reset_image()
 

@@ -63,6 +63,26 @@ def test_auto_picks_per_part(native, has_bf16):
     assert prec.auto_part("prompt_decoder", "cuda") == ("fp32")
 
 
+def test_narrow_models_stay_fp32_under_auto(native):
+    """The width rule: a mask decoder narrower than MIN_BF16_WIDTH keeps every part in fp32
+    under "auto" (the demo model, 128 wide, is slower in bf16), explicit bf16 is honoured."""
+    from samkit import SAM
+
+    native(True)
+    demo = SAM("samkit-demo")
+    assert prec.model_width(demo) == 128 and prec.model_width(demo.model) == 128
+    assert prec.resolve_parts("auto", "cpu", demo) == prec.PartPrecision()
+    assert prec.resolve_precision("auto", "cpu", demo) == "fp32"
+    assert everything_dtypes("auto", "cpu", demo) == (torch.float32, torch.float32)
+    assert prec.resolve_parts({"prompt_decoder": "bf16"}, "cpu", demo).prompt_decoder == "bf16"
+    pred = Predictor(demo, image_format="RGB")  # the model's own precision: "auto"
+    assert pred.dtype == pred.decoder_dtype == torch.float32
+    wide = tiny_model(DECODABLE["vit"])
+    wide.mask_decoder.transformer_dim = 256  # (only the width is read)
+    assert prec.resolve_parts("auto", "cpu", wide) == prec.PartPrecision("bf16", "bf16", "bf16")
+    assert prec.model_width(object()) is None
+
+
 def test_mapping_sets_parts_and_rejects_unknown_ones(native):
     native(True)
     parts = prec.resolve_parts({"encoder": "fp32", "prompt_decoder": "bf16"})
@@ -84,7 +104,7 @@ def test_explicit_bf16_warns_where_emulated(native):
         assert prec.resolve_parts("auto") == prec.PartPrecision()
 
 
-def test_auto_prompts_use_the_point_decoder_in_bf16(native):
+def test_auto_prompts_use_the_point_decoder_in_bf16(native, monkeypatch):
     """With native bf16, "auto" decodes prompts with the fast point decoder in its bf16 mode
     (not the module decoder under autocast): the same numbers as calling that decoder
     directly, the deferred low-res logits completed in bf16 too, and masks close to fp32's;
@@ -94,6 +114,7 @@ def test_auto_prompts_use_the_point_decoder_in_bf16(native):
 
     native(True)
     sam = tiny_model(DECODABLE["vit"]).eval()
+    monkeypatch.setattr(prec, "MIN_BF16_WIDTH", 0)  # the tiny model counts as wide here
     image = synthetic_image(96, 128)
     auto = Predictor(sam, precision="auto", image_format="RGB")
     exact = Predictor(sam, precision={"prompt_decoder": "fp32"}, image_format="RGB")
