@@ -137,7 +137,10 @@ def test_auto_prompts_use_the_point_decoder_in_bf16(native, monkeypatch):
         sparse, _ = sam.prompt_encoder(None, scaled, None)
         low, iou = direct.decode_sparse(sparse, True, chunk=2)
     np.testing.assert_allclose(a.scores, iou.flatten().numpy(), rtol=0, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(a.low_res_logits), low.flatten(0, 1).numpy(), atol=1e-5)
+    # (the call upscales the image region and completes the rest later: products of other
+    # shapes, so bf16 roundings may differ by an ulp on other CPUs)
+    full = low.flatten(0, 1).numpy()
+    np.testing.assert_allclose(np.asarray(a.low_res_logits), full, atol=1e-2 * np.abs(full).max())
     # bf16 against fp32: close, not equal
     assert np.abs(a.scores - b.scores).max() < 0.05
     agree = (a.masks == b.masks).mean()
