@@ -276,8 +276,7 @@ def _process_crop(
     in_h, in_w = predictor.input_size
     gh, gw = predictor.features.shape[-2:]
     plan = UpsamplePlan((4 * gh, 4 * gw), model.image_size, (in_h, in_w), (ch, cw))
-    with torch.autocast(device.type, enabled=False):
-        decoder.set_features(predictor.features)
+    decoder.set_features(predictor.features)  # (the decoder runs in its own dtype)
     points = np.asarray(grid, dtype=np.float64) * np.array([cw, ch], dtype=np.float64)
     thr = float(model.mask_threshold)
     off = float(params.stability_score_offset)
@@ -287,10 +286,9 @@ def _process_crop(
     for (pts,) in batch_iterator(int(params.points_per_batch), points):
         coords = pts * np.array([in_w / cw, in_h / ch])  # the reference's apply_coords
         t0 = time.perf_counter()
-        with torch.autocast(device.type, enabled=False):
-            iou, keep, low = decoder.decode(
-                coords, iou_thr if iou_thr > 0 else None, region=plan.used_size
-            )
+        iou, keep, low = decoder.decode(
+            coords, iou_thr if iou_thr > 0 else None, region=plan.used_size
+        )
         t1 = time.perf_counter()
         prompt, token = keep.nonzero(as_tuple=True)
         low = low.cpu()

@@ -227,8 +227,7 @@ class Sam2AutomaticMaskGenerator:
         if fast is not None:
             # IoU first; low-res logits only for the masks that pass it
             thresh = p.pred_iou_thresh if p.pred_iou_thresh > 0 else None
-            with torch.autocast(pred.device.type, enabled=False):  # fp32 (exact) decoder
-                iou, keep, low = fast.decode(in_points, iou_threshold=thresh)
+            iou, keep, low = fast.decode(in_points, iou_threshold=thresh)  # fp32 (exact)
             pts = points.repeat_interleave(iou.shape[1], dim=0)[keep.flatten()]
             iou = iou[keep]
         else:
@@ -266,8 +265,7 @@ class Sam2AutomaticMaskGenerator:
         if getattr(self, "_fast", None) is None or self._fast_model is not pred.model:
             self._fast = Sam2PointDecoder(pred.model, chunk=2)
             self._fast_model = pred.model
-        with torch.autocast(pred.device.type, enabled=False):
-            self._fast.set_features(pred.features, pred.high_res)
+        self._fast.set_features(pred.features, pred.high_res)
         return self._fast
 
     def _refine_m2m(

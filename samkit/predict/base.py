@@ -169,10 +169,7 @@ class ModelPredictMixin(MetaPredictMixin):
         if held is None:
             held = decoders[dtype] = [None, self._new_point_decoder(dtype)]
         if held[0] is not self.features:
-            import torch
-
-            with torch.autocast(self.features.device.type, enabled=False):  # its own dtype
-                self._set_decoder_features(held[1])
+            self._set_decoder_features(held[1])
             held[0] = self.features  # (held, so that identity means the same image)
         return held[1]
 

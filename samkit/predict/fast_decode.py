@@ -28,6 +28,7 @@ runs the matrix products in bfloat16 (faster on CPUs with bf16 units, less exact
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +38,20 @@ import torch.nn.functional as F
 from ..models import Sam
 from ..models.transformer import Attention
 
-__all__ = ["PointDecoder", "UpscaleRest", "rest_block"]
+__all__ = ["PointDecoder", "UpscaleRest", "own_dtype", "rest_block"]
+
+
+def own_dtype(method):
+    """Run a decoder method in inference mode and in the decoder's own dtype, whatever
+    ``torch.autocast`` context the caller is in (the decoder casts what it needs itself)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        device = self.prompt_encoder.no_mask_embed.weight.device
+        with torch.inference_mode(), torch.autocast(device.type, enabled=False):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _pe_proj(pos: torch.Tensor, attn: Attention, which: str) -> torch.Tensor:
@@ -83,7 +97,7 @@ class PointDecoder:
         self._features: torch.Tensor | None = None
 
     # -- per image ---------------------------------------------------------------------------
-    @torch.inference_mode()
+    @own_dtype
     def set_features(self, features: torch.Tensor) -> None:
         """Cache ``1 x C x h x w`` image features and everything shared by all prompts."""
         dt = self.dtype
@@ -151,7 +165,7 @@ class PointDecoder:
         mlps = self.dec.output_hypernetworks_mlps
         return torch.stack([mlps[t](mask_tokens[:, j]) for j, t in enumerate(indices)], dim=1)
 
-    @torch.inference_mode()
+    @own_dtype
     def decode(
         self,
         coords: torch.Tensor | np.ndarray,
@@ -202,7 +216,7 @@ class PointDecoder:
         out = torch.cat(logits) if logits else torch.zeros((0, rh, rw))
         return torch.cat(ious), torch.cat(keeps), out
 
-    @torch.inference_mode()
+    @own_dtype
     def decode_sparse(
         self,
         sparse: torch.Tensor,
@@ -231,7 +245,7 @@ class PointDecoder:
             logits.append(self.upscale(keys, hyper, region))
         return torch.cat(logits), torch.cat(ious)
 
-    @torch.inference_mode()
+    @own_dtype
     def decode_sparse_split(
         self,
         sparse: torch.Tensor,
@@ -402,7 +416,7 @@ class PointDecoder:
         return keys.baddbmm_(p.transpose(1, 2), u)  # the old image tokens are not needed
 
     # -- output upscaling --------------------------------------------------------------------
-    @torch.inference_mode()
+    @own_dtype
     def upscale(
         self, keys: torch.Tensor, hyper: torch.Tensor, region: tuple[int, int] | None = None
     ) -> torch.Tensor:
@@ -416,7 +430,7 @@ class PointDecoder:
             grid = grid[:, : -(-rh // 4), : -(-rw // 4)]
         return self.upscale_grid(grid, hyper)[:, :, :rh, :rw]
 
-    @torch.inference_mode()
+    @own_dtype
     def upscale_grid(self, grid: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
         """Mask logits ``R x M x 4gh x 4gw`` (float32) of a block ``R x gh x gw x C`` of image
         tokens and hypernetwork outputs ``R x M x C/8``.
@@ -452,7 +466,7 @@ class PointDecoder:
         """Hook after the second transposed convolution (``R x (N 4 4) x C/8``)."""
         return z
 
-    @torch.inference_mode()
+    @own_dtype
     def complete(self, part: torch.Tensor, rest: UpscaleRest) -> torch.Tensor:
         """Whole-frame logits ``R x M x 4h x 4w`` from the ``region`` logits of
         :meth:`decode_sparse_split` and its :class:`UpscaleRest` (the same rows of both).

@@ -23,7 +23,7 @@ import torch
 
 from ..models.sam2 import Sam2
 from ..models.sam2_decoder import select_masks
-from .fast_decode import PointDecoder
+from .fast_decode import PointDecoder, own_dtype
 
 __all__ = ["Sam2PointDecoder"]
 
@@ -46,7 +46,7 @@ class Sam2PointDecoder(PointDecoder):
             raise TypeError(f"Sam2PointDecoder needs a SAM 2 model, got {type(sam).__name__}")
         super().__init__(sam, dtype, chunk)
 
-    @torch.inference_mode()
+    @own_dtype
     def set_features(  # type: ignore[override]
         self, features: torch.Tensor, high_res: tuple[torch.Tensor, torch.Tensor]
     ) -> None:
@@ -90,7 +90,7 @@ class Sam2PointDecoder(PointDecoder):
         out = out.float()
         return torch.cat([out.expand(prompt.shape[0], -1, -1), prompt.float()], 1).to(self.dtype)
 
-    @torch.inference_mode()
+    @own_dtype
     def decode_sparse(
         self,
         sparse: torch.Tensor,

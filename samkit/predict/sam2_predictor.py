@@ -249,9 +249,7 @@ class Sam2Predictor(ModelPredictMixin):
             mask_input = mask_input.float()
         if mask_input is None and points is not None and self._fast_ok():
             sparse, _ = self._encode_prompt_tensors(points, None, None)
-            decoder = self._shared_decoder()
-            with torch.autocast(self.features.device.type, enabled=False):  # its own dtype
-                return decoder.decode_sparse(sparse, multimask_output)
+            return self._shared_decoder().decode_sparse(sparse, multimask_output)
         low_res, iou, _ = self.model.decode(
             self.features, self.high_res, points, mask_input, multimask_output
         )

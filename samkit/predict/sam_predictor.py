@@ -143,8 +143,7 @@ class SamPredictor(ModelPredictMixin):
         sparse, dense = self._encode_prompt_tensors(points, boxes, mask_input)
         if mask_input is None and self.uses_fast_decoder():
             decoder = self._shared_decoder()
-            with torch.autocast(self.features.device.type, enabled=False):  # its own dtype
-                return decoder.decode_sparse(sparse, multimask_output, chunk=2, region=region)
+            return decoder.decode_sparse(sparse, multimask_output, chunk=2, region=region)
         model = self.model
         extra = {} if self.high_res_feats is None else {"high_res_features": self.high_res_feats}
         low_res, iou = model.mask_decoder(
@@ -174,8 +173,7 @@ class SamPredictor(ModelPredictMixin):
             raise RuntimeError("decode_split needs the fast decoder (see uses_fast_decoder)")
         sparse, _ = self._encode_prompts(point_coords, point_labels, boxes, None)
         decoder = self._shared_decoder()
-        with torch.autocast(self.features.device.type, enabled=False):  # its own dtype
-            return decoder.decode_sparse_split(sparse, multimask_output, region, chunk=2)
+        return decoder.decode_sparse_split(sparse, multimask_output, region, chunk=2)
 
     def _encode_prompts(self, point_coords, point_labels, boxes, mask_input):
         """Sparse and dense prompt embeddings of input-frame prompt tensors."""

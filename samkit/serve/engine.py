@@ -197,11 +197,7 @@ class Engine:
             with contextlib.suppress(Exception):
                 pending.result()
 
-        def work() -> float:
-            with self.lock:
-                return self._set(key, load)
-
-        return self._worker.call(work)
+        return self._locked(lambda: self._set(key, load))
 
     def prefetch(self, key: str, load: ImageLoader) -> None:
         """Encode ``key`` into the embedding cache when the model thread has no request to
@@ -253,38 +249,33 @@ class Engine:
             kwargs["masks"] = mask[None]
 
         def work() -> Decoded:
-            with self.lock:
-                self._set(key, load)
-                t0 = time.perf_counter()
-                results = self.predictor(**kwargs)
-                ms = (time.perf_counter() - t0) * 1e3
-            return Decoded(results.masks, results.scores, ms)
+            self._set(key, load)
+            t0 = time.perf_counter()
+            results = self.predictor(**kwargs)
+            return Decoded(results.masks, results.scores, (time.perf_counter() - t0) * 1e3)
 
-        return self._worker.call(work)
+        return self._locked(work)
 
     def everything(self, key: str, load: ImageLoader, points_stride: int) -> Decoded:
         """Segment everything (``points_stride`` points per side); masks largest first."""
         img = self.rgb(key, load)
 
         def work() -> Decoded:
-            with self.lock:
-                t0 = time.perf_counter()
-                results = self.model(img, image_format="RGB", points_stride=points_stride)[0]
-                ms = (time.perf_counter() - t0) * 1e3
-            return Decoded(results.masks, results.scores, ms)
+            t0 = time.perf_counter()
+            results = self.model(img, image_format="RGB", points_stride=points_stride)[0]
+            return Decoded(results.masks, results.scores, (time.perf_counter() - t0) * 1e3)
 
-        return self._worker.call(work)
+        return self._locked(work)
 
     def embedding_npy(self, key: str, load: ImageLoader) -> tuple[bytes, tuple[int, int]]:
         """The image embedding as float32 ``.npy`` bytes (``1 x C x h x w``) and ``(H, W)``."""
 
         def work() -> tuple[np.ndarray, tuple[int, ...]]:
-            with self.lock:
-                self._set(key, load)
-                feats = self.predictor.features.detach().float().cpu().numpy()
-                return feats, tuple(int(v) for v in self.predictor.original_size)
+            self._set(key, load)
+            feats = self.predictor.features.detach().float().cpu().numpy()
+            return feats, tuple(int(v) for v in self.predictor.original_size)
 
-        feats, size = self._worker.call(work)
+        feats, size = self._locked(work)
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(feats, dtype=np.float32))
         return buf.getvalue(), size  # type: ignore[return-value]
@@ -295,16 +286,23 @@ class Engine:
         with self._onnx_lock:
             if mask_output not in self._decoder_onnx:
                 with tempfile.TemporaryDirectory(prefix="samkit-serve-") as tmp:
-
-                    def work() -> dict:
-                        with self.lock:
-                            return self.model.export(
-                                "onnx", tmp, encoder=False, name="decoder", mask_output=mask_output
-                            )
-
-                    written = self._worker.call(work)
+                    written = self._locked(
+                        lambda: self.model.export(
+                            "onnx", tmp, encoder=False, name="decoder", mask_output=mask_output
+                        )
+                    )
                     self._decoder_onnx[mask_output] = Path(written["decoder"]).read_bytes()
             return self._decoder_onnx[mask_output]
+
+    def _locked(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` on the model thread with :attr:`lock` held (never wait for the model thread
+        while holding the lock: its look-ahead work takes the lock too)."""
+
+        def locked() -> Any:
+            with self.lock:
+                return fn()
+
+        return self._worker.call(locked)
 
     def close(self) -> None:
         self._worker.close()
