@@ -32,14 +32,17 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="mobile_sam")
+    ap.add_argument("--model", default="mobile_sam", help="a variant name, or samkit-demo")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--points", type=int, default=16, help="grid points per side")
     args = ap.parse_args()
     info = machine_info(measure_peak=False)
     print(json.dumps({k: info[k] for k in ("cpu", "isa", "native_bf16", "load_average")}))
-    print("auto picks:", resolve_parts("auto"))
-    model = SAM.from_config(_config(args.model), seeded=True, precision="fp32")
+    if args.model == "samkit-demo":  # the shipped (trained) demo model
+        model = SAM("samkit-demo", precision="fp32")
+    else:
+        model = SAM.from_config(_config(args.model), seeded=True, precision="fp32")
+    print("auto picks:", resolve_parts("auto", "cpu", model))
     image = benchmark_image()
     h, w = image.shape[:2]
     boxes = benchmark_boxes(100, h, w)

@@ -13,10 +13,10 @@ point grid of segment-everything). ``"auto"`` picks, per part, what is faster on
   per image, matrices of 4096 x 768 and more) run at the bf16 rate.
 * prompt decoder: bf16 on CPUs with native bf16, else fp32. Prompts go through the fast point
   decoder (:mod:`samkit.predict.fast_decode`) in its bf16 mode: its per-image tensors are cast
-  once per image, so a box reads half the bytes; one box after ``set_image`` took 13.5 ms
-  against 16.1 ms in fp32, 100 boxes 1.06 s against 1.37 s (seeded ViT-B, 1280 x 720, Zen 4
-  with AVX512-BF16, 2 threads; MobileSAM 13.3 / 16.0 ms and 1.21 / 1.79 s), masks at mean IoU
-  0.98 (ViT-B) / 0.996 (MobileSAM) with fp32's. (Under plain autocast the module decoder made
+  once per image, so a box reads half the bytes. ``benchmarks/bench_precision.py`` (seeded
+  weights, 1280 x 720, Zen 4 with AVX512-BF16, 2 threads): one box after ``set_image`` 13.8 ms
+  against 19.1 ms in fp32, 100 boxes 1.09 s against 1.54 s (ViT-B; MobileSAM 14.4 / 17.3 ms and
+  1.11 / 1.50 s), masks at mean IoU 0.992 (ViT-B) / 0.988 (MobileSAM) with fp32's. (Under plain autocast the module decoder made
   a box 2-4x slower than fp32: issue 22's table.)
 * everything decoder: bf16 on CPUs with native bf16 (64 points per pass share one cast of the
   image tokens, and the output upscaling of the passing masks is a convolution-sized product),
@@ -24,8 +24,8 @@ point grid of segment-everything). ``"auto"`` picks, per part, what is faster on
 
 * narrow models (mask decoder narrower than :data:`MIN_BF16_WIDTH` = 256 channels, e.g. the
   shipped demo model at 128): fp32 for every part, where a resolver is given the model. The
-  demo model on the same Zen 4: ``set_image`` 18.1 ms fp32 vs 21.6 ms bf16, a 3-mask click
-  7.0 vs 8.2 ms, segment-everything 32 x 32 0.85 vs 1.45 s.
+  demo model on the same Zen 4 (``bench_precision.py --model samkit-demo``): encoder 18.8 vs
+  18.7 ms, one box 4.2 vs 5.3 ms, 100 boxes 226 vs 292 ms, everything decoder 349 vs 435 ms.
 
 A mapping (or :class:`PartPrecision`) sets the parts one by one, e.g.
 ``{"encoder": "bf16", "prompt_decoder": "fp32"}`` (parts left out are ``"auto"``).
