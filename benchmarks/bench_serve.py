@@ -114,9 +114,15 @@ def browser_clicks(url: str, points, mode: str, chromium: str) -> list[dict]:
         box = page.locator("#canvas").bounding_box()
         for i, (x, y) in enumerate([points[0], *points]):  # the first click warms up
             page.keyboard.press("Escape")
+            # a person's clicks are far apart: let the page finish drawing the cleared prompt
+            page.wait_for_timeout(150)
             cx, cy = page.evaluate(f"window.samkit.imageToCanvas({x} + 0.5, {y} + 0.5)")
             page.mouse.click(box["x"] + cx, box["y"] + cy)
-            page.wait_for_function(f"window.samkit.timings.length === {i + 1}", timeout=60000)
+            # (interval polling: the default polls on every animation frame, which keeps the
+            # renderer busy on the cores the server decodes on; the page times itself)
+            page.wait_for_function(
+                f"window.samkit.timings.length === {i + 1}", polling=50, timeout=60000
+            )
         timings = page.evaluate("window.samkit.timings")[1:]
         browser.close()
     return timings

@@ -14,9 +14,13 @@ segment-everything: :func:`cpu_policy`), unless ``SAMKIT_CPU_POLICY=off``:
   ~300 parallel regions: on a quiet 2-core Zen 4 a box took 24-27 ms passive against
   14-18 ms with bounded spinning. Under load the thread rule below runs 1 thread, which has no
   barriers to wait at.
-* **Threads**: each heavy call runs with ``min(threads set, usable cores - other runnable
-  tasks)`` torch threads (at least 1), restored afterwards; other runnable tasks are read from
-  ``/proc/stat`` (``procs_running`` less this process's running threads) right before the call.
+* **Threads**: each heavy call runs with ``min(threads set, usable cores - other load)``
+  torch threads (at least 1), restored afterwards. Other load is the lesser of two readings:
+  the tasks of other processes runnable right before the call (``/proc/loadavg``'s
+  ``procs_running`` less this process's running threads) and the cores other processes kept
+  busy on average since the previous reading (``/proc/stat`` less ``/proc/self/stat``). A
+  background job shows in both; a burst does not count, such as the browser that has just sent
+  the request (on 2 cores it made half of a browser's clicks run on 1 thread, ~1.6x slower).
   On a quiet machine nothing changes.
 * **Allocator**: at the first heavy call, glibc malloc is told to reuse freed large blocks
   (:func:`keep_freed_memory`), once per process.
@@ -148,14 +152,53 @@ SAMPLE_GAP_S = 0.001
 _pause = time.sleep  # (a name of this module, so that a test can replace it alone)
 
 
-def other_runnable_tasks(samples: int = 2) -> int:
-    """Runnable tasks of other processes right now (the least of ``samples`` readings
-    :data:`SAMPLE_GAP_S` apart), 0 if unknown. Remembered for 0.5 s, so that a loop of short
-    calls reads ``/proc`` rarely.
+def _busy_ticks() -> tuple[int, int] | None:
+    """``(busy, own)``: CPU time since boot of the whole machine (all CPUs, idle and iowait
+    excluded) and of this process (all threads), in clock ticks; None if unknown."""
+    try:
+        cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        own = Path("/proc/self/stat").read_text()
+        fields = own[own.rfind(")") + 2 :].split()
+        user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in cpu[1:8])
+        return user + nice + system + irq + softirq, int(fields[11]) + int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return None
 
-    The gap matters: a request arrives from a process that is still running for a few
-    microseconds after writing it (a client, a benchmark driver, a browser), so back-to-back
-    readings counted it as load and halved the threads of the call it was waiting for."""
+
+#: the shortest window :func:`recent_other_load` averages over (clock ticks are 10 ms)
+MIN_LOAD_WINDOW_S = 0.1
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def recent_other_load() -> float | None:
+    """Cores kept busy by other processes, on average since the previous reading (at least
+    :data:`MIN_LOAD_WINDOW_S` ago; a younger reading gives the last average again). None
+    before a first window."""
+    now, prev = time.monotonic(), _state.get("busy")
+    if prev is not None and now - prev[0] < MIN_LOAD_WINDOW_S:
+        return _state.get("recent_load")
+    cur = _busy_ticks()
+    if cur is None:
+        return None
+    _state["busy"] = (now, *cur)
+    if prev is None:
+        return None
+    busy, own = cur[0] - prev[1], cur[1] - prev[2]
+    load = max(0.0, (busy - own) / (_CLK_TCK * (now - prev[0])))
+    _state["recent_load"] = load
+    return load
+
+
+def other_runnable_tasks(samples: int = 2) -> int:
+    """Cores that other processes are using now, 0 if unknown: the runnable tasks of other
+    processes (the least of ``samples`` readings :data:`SAMPLE_GAP_S` apart), at most the
+    cores they kept busy on average since the previous reading (:func:`recent_other_load`,
+    rounded). Remembered for 0.5 s, so that a loop of short calls reads ``/proc`` rarely.
+
+    A request arrives from a process that is still running after writing it (a client, a
+    benchmark driver, a browser with its network and compositor threads): back-to-back readings
+    counted the requester as load; readings 1 ms apart still caught a browser's threads in
+    half of its clicks. The average tells such a burst from a job that keeps a core busy."""
     now = time.monotonic()
     cached = _state.get("others")
     if cached is not None and now - cached[0] < 0.5:
@@ -168,6 +211,9 @@ def other_runnable_tasks(samples: int = 2) -> int:
     if None in totals:
         return 0
     others = max(0, min(totals) - _own_running_threads())
+    recent = recent_other_load()
+    if recent is not None:
+        others = min(others, int(recent + 0.5))
     _state["others"] = (now, others)
     return others
 
@@ -217,4 +263,8 @@ def describe_policy() -> dict[str, Any]:
         "malloc_reuse": _state["malloc"],
         "last_call": _state["last"],
         "other_runnable_tasks_now": other_runnable_tasks(),
+        "recent_other_load": _state.get("recent_load"),
     }
+
+
+recent_other_load()  # the start of the first window

@@ -110,3 +110,69 @@ def test_readings_are_spread_so_a_requester_is_not_load(monkeypatch):
     monkeypatch.setattr(runtime, "_pause", slept.append)
     assert runtime.other_runnable_tasks() == 0
     assert slept == [runtime.SAMPLE_GAP_S]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def monotonic(self) -> float:
+        return self.t
+
+
+@pytest.mark.parametrize(
+    ("runnable", "busy", "expected"),
+    [
+        # a browser's threads caught running at the request, 5% of a core on average: no load
+        ([7, 6], (5, 0), 0),
+        # a job keeping the other core busy (this process: 0.3 of a core): one core
+        ([2, 2], (130, 30), 1),
+        # two such jobs: both count, the runnable reading is the lesser
+        ([3, 3], (230, 30), 2),
+        ([2, 2], (230, 30), 1),
+    ],
+)
+def test_load_is_what_keeps_cores_busy_not_a_burst(monkeypatch, runnable, busy, expected):
+    """Other load = the runnable tasks of other processes, at most the cores they kept busy on
+    average since the previous reading (/proc/stat less this process's own CPU time)."""
+    monkeypatch.setattr(runtime, "_state", {"malloc": None, "last": None})
+    clock = _Clock()
+    monkeypatch.setattr(runtime.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(runtime, "_pause", lambda s: None)
+    monkeypatch.setattr(runtime, "_own_running_threads", lambda: 1)
+    monkeypatch.setattr(runtime, "_CLK_TCK", 100)
+    ticks = iter([(50_000, 2_000), (50_000 + busy[0], 2_000 + busy[1])])
+    monkeypatch.setattr(runtime, "_busy_ticks", lambda: next(ticks))
+    assert runtime.recent_other_load() is None  # the first reading starts the window
+    clock.t += 1.0
+    readings = iter(runnable)
+    monkeypatch.setattr(runtime, "_procs_running", lambda: next(readings))
+    assert runtime.other_runnable_tasks() == expected
+    assert runtime._state["recent_load"] == pytest.approx((busy[0] - busy[1]) / 100)
+
+
+def test_load_window_is_at_least_a_tenth_of_a_second(monkeypatch):
+    """A reading sooner than MIN_LOAD_WINDOW_S after the last gives the last average again
+    (ticks are 10 ms: a shorter window would be noise); without history only the runnable
+    tasks count."""
+    monkeypatch.setattr(runtime, "_state", {"malloc": None, "last": None})
+    clock = _Clock()
+    monkeypatch.setattr(runtime.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(runtime, "_CLK_TCK", 100)
+    ticks = iter([(0, 0), (100, 0), (100, 0)])
+    monkeypatch.setattr(runtime, "_busy_ticks", lambda: next(ticks))
+    assert runtime.recent_other_load() is None
+    clock.t += 1.0
+    assert runtime.recent_other_load() == pytest.approx(1.0)
+    clock.t += runtime.MIN_LOAD_WINDOW_S / 2
+    assert runtime.recent_other_load() == pytest.approx(1.0)  # too soon: the last average
+    clock.t += runtime.MIN_LOAD_WINDOW_S
+    assert runtime.recent_other_load() == pytest.approx(0.0)
+
+
+def test_busy_ticks_read_this_machine():
+    busy, own = runtime._busy_ticks()
+    assert busy >= own >= 0
+    sum(i * i for i in range(2_000_000))  # about 0.1 s of this process's CPU time
+    busy2, own2 = runtime._busy_ticks()
+    assert own2 > own and busy2 - busy >= own2 - own - 1
