@@ -158,6 +158,34 @@ def test_rel_pos_attention_chunks_equal_explicit_formula(size):
         torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("size", [(6, 6), (5, 7)])
+def test_blocked_bf16_attention_is_as_close_as_the_fused_kernel(monkeypatch, size):
+    """bf16 global attention on the CPU runs in blocks of queries (attention._blocked_bf16):
+    every block, a partial last one included, against the explicit fp64 formula, within a small
+    multiple of the fused kernel's bf16 error."""
+    from samkit.models import attention
+
+    torch.manual_seed(0)
+    g, n, d = 4, size[0] * size[1], 16
+    q, k, v = (torch.randn(g, n, d, dtype=torch.float64) for _ in range(3))
+    rel_h = torch.randn(2 * size[0] - 1, d, dtype=torch.float64) * 0.3
+    rel_w = torch.randn(2 * size[1] - 1, d, dtype=torch.float64) * 0.3
+    want = _explicit_rel_pos_attention(q, k, v, rel_h, rel_w, size)
+    th = relative_position_table(size[0], size[0], rel_h)
+    tw = relative_position_table(size[1], size[1], rel_w)
+    args = [t.bfloat16() for t in (q, k, v, th, tw)]
+    with torch.inference_mode():
+        fused = rel_pos_attention(*args, size).double()  # below MIN_ROWS_BLOCKED: fused
+        monkeypatch.setattr(attention, "MIN_ROWS_BLOCKED", 1)
+        monkeypatch.setattr(attention, "BLOCK_ROWS", 8)  # several blocks, the last partial
+        blocked = rel_pos_attention(*args, size)
+    assert blocked.dtype == torch.bfloat16
+    err_fused = (fused - want).abs().mean()
+    err_blocked = (blocked.double() - want).abs().mean()
+    assert err_blocked < 3 * err_fused, (err_blocked, err_fused)
+    torch.testing.assert_close(blocked.double(), want, atol=0.05, rtol=0.05)
+
+
 def _reference_vit_block(block, x):
     """Meta's formulation: norm, zero-pad, partition, full attention module, unpartition, crop."""
     ws = block.window_size
