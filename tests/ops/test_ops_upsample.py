@@ -86,3 +86,36 @@ def test_empty_batch_and_bad_sizes():
     assert upsample_masks(plan, torch.zeros((0, 64, 64)), 0.0).shape == (0, 300, 200)
     with pytest.raises(ValueError):
         UpsamplePlan((64, 64), 256, (256, 171), (0, 5))
+
+
+@pytest.mark.parametrize("low,size,out", CASES)
+@pytest.mark.parametrize("trimmed", [False, True])
+def test_speckled_masks_go_dense_and_equal_the_reference(monkeypatch, low, size, out, trimmed):
+    """Masks whose threshold-straddling cells cover much of the output are counted on the dense
+    upsampling itself (exact); from trimmed logits (``plan.used_size``, what the everything
+    engine decodes) too. Smooth masks keep the cell path."""
+    from samkit.ops import upsample
+
+    h, w = out
+    input_size = preprocess_shape(h, w, size)
+    logits = _fields(6, seed=h * 1000 + w + 1)
+    plan = UpsamplePlan((low, low), size, input_size, out)
+    dense = upsample_logits(logits[:, None], size, input_size, out)[:, 0]
+    given = plan.trim(logits) if trimmed else logits
+    thresholds = (1.0, -1.0, 0.0)
+    calls = []
+    real = upsample._dense_logits
+    monkeypatch.setattr(upsample, "_dense_logits", lambda p, x: calls.append(len(x)) or real(p, x))
+    monkeypatch.setattr(upsample, "DENSE_FRACTION", 0.0)  # every mask with a contour: dense
+    counts, boxes = mask_stats(plan, given, thresholds, box_threshold_index=2)
+    assert sum(calls) >= len(logits) - 2  # all but the empty and the full mask
+    expected = torch.stack([(dense > t).sum((1, 2)) for t in thresholds], 1)
+    assert torch.equal(counts, expected)
+    assert torch.equal(boxes, masks_to_boxes_xyxy(dense > 0))
+    assert torch.equal(upsample_masks(plan, given, 0.0), dense > 0)
+    calls.clear()
+    monkeypatch.setattr(upsample, "DENSE_FRACTION", 0.15)  # the default: noise dense, not all
+    counts2, _ = mask_stats(plan, given, thresholds, box_threshold_index=2)
+    assert (counts2 - expected).abs().max() <= 1
+    if h * w > 1000:
+        assert 0 < sum(calls) < len(logits)
