@@ -220,6 +220,24 @@ def test_vit_blocks_equal_reference_formulation(tiny_sam, grid):
             torch.testing.assert_close(block(x), want, atol=2e-5, rtol=1e-5)
 
 
+def test_windowed_projection_gets_contiguous_tokens(tiny_sam):
+    """A padded grid is cropped after the windows are merged back; the projection must get the
+    crop as a contiguous tensor (a strided one turns the linear layer into a batched product
+    with the weight copied per image row, ~5x slower for ViT-B)."""
+    block = next(b for b in tiny_sam.image_encoder.blocks if b.window_size)
+    grid = 2 * block.window_size + 1  # padded to 3 windows
+    seen = []
+    handle = block.attn.proj.register_forward_pre_hook(
+        lambda mod, args: seen.append(args[0].is_contiguous())
+    )
+    try:
+        with torch.inference_mode():
+            block(torch.randn(1, grid, grid, 64))
+    finally:
+        handle.remove()
+    assert seen == [True]
+
+
 def _reference_tinyvit_block(block, x, size):
     """MobileSAM's formulation: zero-pad, partition, norm + attention, unpartition, crop."""
     h, w = size
