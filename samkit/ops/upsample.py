@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .boxes import masks_to_boxes_xyxy
+
 __all__ = ["UpsamplePlan", "mask_stats", "upsample_logits", "upsample_masks", "upsample_region"]
 
 _WIN = 3  # taps per axis span at most 3 low-res samples
@@ -223,29 +225,21 @@ def _ragged(plan: UpsamplePlan, lo: torch.Tensor, hi: torch.Tensor, t: float) ->
     return pixels > DENSE_FRACTION * h * w
 
 
+def _dense_chunks(plan: UpsamplePlan, logits: torch.Tensor):
+    """``(start, M' x H x W logits)`` from :func:`_dense_logits`, :data:`_DENSE_CHUNK` masks at
+    a time (bounded memory)."""
+    for s in range(0, logits.shape[0], _DENSE_CHUNK):
+        yield s, _dense_logits(plan, logits[s : s + _DENSE_CHUNK])
+
+
 def _dense_stats(
     plan: UpsamplePlan, logits: torch.Tensor, thresholds: tuple[float, ...], box_index: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`mask_stats` through the dense upsampling, :data:`_DENSE_CHUNK` masks at a time."""
+    """:func:`mask_stats` through the dense upsampling."""
     counts, boxes = [], []
-    for s in range(0, logits.shape[0], _DENSE_CHUNK):
-        up = _dense_logits(plan, logits[s : s + _DENSE_CHUNK])
+    for _, up in _dense_chunks(plan, logits):
         counts.append(torch.stack([(up > t).sum((1, 2)) for t in thresholds], 1))
-        on = up > thresholds[box_index]
-        ys, xs = on.any(2), on.any(1)
-        h, w = ys.shape[1], xs.shape[1]
-        iy, ix = torch.arange(h), torch.arange(w)
-        box = torch.stack(
-            [
-                torch.where(xs, ix, w).amin(1),
-                torch.where(ys, iy, h).amin(1),
-                torch.where(xs, ix, -1).amax(1),
-                torch.where(ys, iy, -1).amax(1),
-            ],
-            1,
-        )
-        box[~ys.any(1)] = 0
-        boxes.append(box)
+        boxes.append(masks_to_boxes_xyxy(up > thresholds[box_index]))
     return torch.cat(counts), torch.cat(boxes)
 
 
@@ -351,9 +345,8 @@ def upsample_masks(plan: UpsamplePlan, logits: torch.Tensor, threshold: float) -
     if dense.any():
         masks = torch.empty((m_count, h, w), dtype=torch.bool)
         d, k = dense.nonzero()[:, 0], (~dense).nonzero()[:, 0]
-        for s in range(0, len(d), _DENSE_CHUNK):
-            part = d[s : s + _DENSE_CHUNK]
-            masks[part] = _dense_logits(plan, logits[part]) > threshold
+        for s, up in _dense_chunks(plan, logits[d]):
+            masks[d[s : s + len(up)]] = up > threshold
         if len(k):
             masks[k] = _cell_masks(plan, xp[k], lo[k], hi[k], threshold)
         return masks
