@@ -42,6 +42,7 @@ from ..ops.rle import area_from_rle, masks_to_rle_torch, rle_to_coco, rle_to_mas
 from ..ops.upsample import UpsamplePlan, mask_stats, upsample_masks
 from ..predict.sam2_fast_decode import Sam2PointDecoder
 from ..predict.sam2_predictor import LOW_RES_CLAMP, Sam2Predictor
+from ..predict.threads import cpu_policy
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
@@ -130,8 +131,11 @@ class Sam2AutomaticMaskGenerator:
         h, w = image.shape[:2]
         crop_boxes, layers = generate_crop_boxes((h, w), p.crop_n_layers, p.crop_overlap_ratio)
         rows: list[dict[str, Any]] = []
-        for crop, layer in zip(crop_boxes, layers):
-            rows += self._process_crop(image, crop, layer, (h, w))
+        # (samkit's CPU policy for the whole call, as for SAM's engine: the decoder splits its
+        # points across the threads the policy leaves it)
+        with cpu_policy("everything", self.predictor.device):
+            for crop, layer in zip(crop_boxes, layers):
+                rows += self._process_crop(image, crop, layer, (h, w))
         if len(crop_boxes) > 1 and rows:
             boxes = torch.stack([r["box"] for r in rows]).float()
             cb = torch.tensor([r["crop"] for r in rows], dtype=torch.float32)

@@ -42,8 +42,9 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,41 @@ def cpu_policy(kind: str = "work", device: torch.device | str = "cpu") -> Iterat
         yield n
     finally:
         torch.set_num_threads(before)
+
+
+def run_on_one_thread_each(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run the callables at the same time, each in its own thread with one torch thread (the
+    first in the calling thread); return their results in order. The calling thread's torch
+    thread count is restored; the first exception is raised after all have finished.
+
+    For work made of many small products (a decoder's per-prompt work): split across threads,
+    it keeps the cores busy where one torch op at a time on all cores waits on its own
+    synchronisation and on memory."""
+    before = torch.get_num_threads()
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException | None] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            torch.set_num_threads(1)
+            results[i] = calls[i]()
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the calling thread)
+            errors[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(1, len(calls))]
+    for t in threads:
+        t.start()
+    try:
+        if calls:
+            run(0)
+    finally:
+        for t in threads:
+            t.join()
+        torch.set_num_threads(before)
+    for exc in errors:
+        if exc is not None:
+            raise exc
+    return results
 
 
 def describe_policy() -> dict[str, Any]:

@@ -100,6 +100,27 @@ def test_chunking_and_empty_input(shapes_decoder_sam):
         PointDecoder(sam).decode(coords)
 
 
+def test_workers_split_the_points_and_keep_their_order(shapes_decoder_sam):
+    """Points split across threads (one torch thread each) give the serial results, in
+    order, with a threshold that keeps some masks of every part."""
+    sam = shapes_decoder_sam
+    features, coords = _case(sam, 7, seed=5)
+    low_ref, iou_ref = _reference(sam, features, coords)
+    thr = float(iou_ref.flatten().median())
+    dec = PointDecoder(sam, chunk=2)
+    dec.set_features(features)
+    assert dec._split(7, 3) == [slice(0, 4), slice(4, 7)]  # whole chunks: 2 + 2 | 2 + 1
+    assert dec._split(7, 1) == [slice(0, 7)] and dec._split(0, 4) == [slice(0, 0)]
+    before = torch.get_num_threads()
+    serial = dec.decode(coords, iou_threshold=thr, workers=1)
+    split = dec.decode(coords, iou_threshold=thr, workers=3)
+    assert torch.get_num_threads() == before
+    assert torch.equal(split[1], serial[1]) and torch.equal(split[1], iou_ref > thr)
+    assert (split[0] - iou_ref).abs().max() <= 1e-5
+    assert (split[2] - low_ref[split[1]]).abs().max() <= 1e-5 * low_ref.abs().max()
+    assert (split[2] - serial[2]).abs().max() <= 1e-5 * low_ref.abs().max()
+
+
 def test_bf16_agreement(shapes_decoder_sam):
     sam = shapes_decoder_sam
     features, coords = _case(sam, 2, seed=4)

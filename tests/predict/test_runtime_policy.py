@@ -176,3 +176,45 @@ def test_busy_ticks_read_this_machine():
     sum(i * i for i in range(2_000_000))  # about 0.1 s of this process's CPU time
     busy2, own2 = runtime._busy_ticks()
     assert own2 > own and busy2 - busy >= own2 - own - 1
+
+
+def test_run_on_one_thread_each_gives_results_in_order_on_one_thread():
+    import threading
+
+    before = torch.get_num_threads()
+    seen = []
+    together = threading.Barrier(3, timeout=10)  # all three run at the same time
+
+    def call(i):
+        def run():
+            together.wait()
+            seen.append((i, torch.get_num_threads(), threading.get_ident()))
+            return i * 10
+
+        return run
+
+    assert runtime.run_on_one_thread_each([call(i) for i in range(3)]) == [0, 10, 20]
+    assert sorted(i for i, _, _ in seen) == [0, 1, 2]
+    assert all(n == 1 for _, n, _ in seen)
+    assert len({ident for _, _, ident in seen}) == 3  # each in its own thread
+    assert dict((i, ident) for i, _, ident in seen)[0] == threading.get_ident()  # first here
+    assert torch.get_num_threads() == before
+    assert runtime.run_on_one_thread_each([]) == []
+
+
+def test_run_on_one_thread_each_raises_after_all_have_finished():
+    before = torch.get_num_threads()
+    done = []
+
+    def bad():
+        raise ValueError("part 1 failed")
+
+    def slow():
+        import time
+
+        time.sleep(0.05)
+        done.append(1)
+
+    with pytest.raises(ValueError, match="part 1 failed"):
+        runtime.run_on_one_thread_each([slow, bad, slow])
+    assert done == [1, 1] and torch.get_num_threads() == before
