@@ -28,6 +28,7 @@ from .embedding import Embedding
 from .precision import autocast, dtype_of, resolve_precision
 from .prompt_checks import ObjectPrompt, check_box, check_image, check_mask_input, check_points
 from .sam2_fast_decode import Sam2PointDecoder
+from .threads import cpu_policy
 
 LOW_RES_CLAMP = 32.0
 
@@ -54,9 +55,12 @@ def encode_images_sam2(
     if not images_rgb:
         return []
     size = model.image_size
-    x = torch.cat([model.preprocess(image_tensor(im, model.device)) for im in images_rgb])
-    with autocast(model.device, dtype):
-        embed, (s0, s1) = model.encode(x)
+    # samkit's CPU policy, as for SAM's encoders (embedding.encode_batch): load-adapted threads
+    # and malloc reuse
+    with cpu_policy("encoder", model.device):
+        x = torch.cat([model.preprocess(image_tensor(im, model.device)) for im in images_rgb])
+        with autocast(model.device, dtype):
+            embed, (s0, s1) = model.encode(x)
     embed, s0, s1 = embed.float(), s0.float(), s1.float()
     out = []
     for i, im in enumerate(images_rgb):
@@ -229,7 +233,10 @@ class Sam2Predictor(ModelPredictMixin):
             return_logits,
         )
 
-    # predict_torch(...) and decode(...): ModelPredictMixin, through these two hooks
+    # predict_torch(...) and decode(...): ModelPredictMixin, through these three hooks
+    def _prompt_threads(self):
+        return cpu_policy("prompts", self.device)
+
     def _to_image(self, low_res, iou, return_logits):
         """Full-size masks from the unclamped logits; low-res logits clamped to [-32, 32]."""
         masks = self.model.postprocess_masks(self.clean_low_res(low_res), self.original_size)

@@ -126,7 +126,8 @@ class SamPredictor(ModelPredictMixin):
             masks=prompt.mask_input,
             mask_kind=None if prompt.mask_input is None else "logits",
         )
-        out = decode_prompts(self, prompts, multimask_output, return_logits=return_logits)
+        with self._prompt_threads():
+            out = decode_prompts(self, prompts, multimask_output, return_logits=return_logits)
         return out.masks, out.scores, out.low_res_logits
 
     # predict_torch(...) and decode(...): ModelPredictMixin, through these three hooks

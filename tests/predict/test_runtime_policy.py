@@ -218,3 +218,47 @@ def test_run_on_one_thread_each_raises_after_all_have_finished():
     with pytest.raises(ValueError, match="part 1 failed"):
         runtime.run_on_one_thread_each([slow, bad, slow])
     assert done == [1, 1] and torch.get_num_threads() == before
+
+
+def test_sam2_and_sam_predictors_run_under_the_policy(fake_machine, monkeypatch):
+    """SAM 2's encoder, SAM 2's prompts (both predictor APIs) and SAM's Meta-style predict run
+    with the policy's thread count (here 1: another process keeps a core busy), then restore."""
+    import numpy as np
+
+    from samkit.predict.sam2_predictor import Sam2Predictor
+    from samkit.predict.sam_predictor import SamPredictor
+    from tests.conftest import tiny_model
+    from tests.sam2_helpers import TINY, seeded_sam2
+
+    fake_machine(1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen: dict[str, list[int]] = {}
+
+    def spy(obj, name, key):
+        orig = getattr(obj, name)
+
+        def wrapper(*args, **kwargs):
+            seen.setdefault(key, []).append(torch.get_num_threads())
+            return orig(*args, **kwargs)
+
+        monkeypatch.setattr(obj, name, wrapper)
+
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    try:
+        sam2 = seeded_sam2(TINY)
+        spy(sam2, "encode", "sam2 encoder")
+        pred2 = Sam2Predictor(sam2)
+        pred2.set_image(image)
+        spy(pred2, "_decode", "sam2 prompts")
+        pred2.predict(box=np.array([4.0, 4.0, 40.0, 30.0]), multimask_output=False)
+        pred2.predict(point_coords=np.array([[10.0, 12.0]]), point_labels=np.array([1]))
+        sam = tiny_model().eval()
+        pred = SamPredictor(sam)
+        pred.set_image(image)
+        spy(pred, "_decode", "sam prompts")
+        pred.predict(box=np.array([4.0, 4.0, 40.0, 30.0]), multimask_output=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"sam2 encoder": [1], "sam2 prompts": [1, 1], "sam prompts": [1]}
