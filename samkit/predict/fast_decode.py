@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from ..models import Sam
 from ..models.transformer import Attention
-from .threads import run_on_one_thread_each
+from .threads import run_in_threads, split_threads
 
 __all__ = ["PointDecoder", "UpscaleRest", "own_dtype", "rest_block"]
 
@@ -180,12 +180,14 @@ class PointDecoder:
             region: ``(h, w)``: only ``logits[..., :h, :w]`` are computed (the part of the
                 low-res frame that the resized image covers; the upscaling is per pixel, so
                 skipping the rest changes nothing). Default: the whole ``4h x 4w`` frame.
-            workers: on the CPU, the points are split into this many consecutive parts decoded
-                at the same time, each on one torch thread (default: torch's thread count, as
-                samkit's CPU policy has set it for the call). Per prompt this is mostly small
-                products and passes over a 4 MB image-token matrix, which scale poorly across
-                threads; one prompt per thread keeps both cores busy (SAM 2.1 tiny, fp32:
-                ~10.5 -> ~8.7 ms a point on 2 cores). The results do not depend on it.
+            workers: the points are split into this many consecutive parts decoded at the
+                same time, each on one torch thread. Default on the CPU: one part per torch
+                thread (as samkit's CPU policy has set them for the call), at most
+                :data:`~samkit.predict.threads.MAX_PARTS` parts sharing the threads out; one part
+                on other devices. Per prompt this is mostly small products and passes over a
+                4 MB image-token matrix, which scale poorly across threads; one prompt per
+                thread keeps both cores of a 2-core CPU busy (SAM 2.1 tiny, fp32: ~10.5 -> ~8.7
+                ms a point). The results equal the serial ones up to float rounding.
         Returns:
             ``(iou B x M float32, keep B x M bool, logits K x h x w float32)``, M = 3
             multimask outputs, on the CPU; ``keep`` is ``iou > iou_threshold`` and ``logits``
@@ -195,19 +197,27 @@ class PointDecoder:
             raise RuntimeError("PointDecoder.set_features must be called before decode")
         region = self._region(region)
         coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+        device = self.prompt_encoder.no_mask_embed.weight.device
+        if workers is None:
+            workers, each = (
+                split_threads(torch.get_num_threads()) if device.type == "cpu" else (1, 1)
+            )
+        else:
+            each = 1
         parts = self._split(len(coords), workers)
         if len(parts) == 1:
             return self._decode_serial(coords, iou_threshold, region)
-        outs = run_on_one_thread_each(
-            [functools.partial(self._decode_serial, coords[p], iou_threshold, region) for p in parts]
+        outs = run_in_threads(
+            [
+                functools.partial(self._decode_serial, coords[p], iou_threshold, region)
+                for p in parts
+            ],
+            torch_threads=each,
         )
         return tuple(torch.cat([o[i] for o in outs]) for i in range(3))  # type: ignore[return-value]
 
-    def _split(self, n: int, workers: int | None) -> list[slice]:
+    def _split(self, n: int, workers: int) -> list[slice]:
         """Consecutive parts of ``n`` points for ``workers`` threads, whole chunks each."""
-        device = self.prompt_encoder.no_mask_embed.weight.device
-        if workers is None:
-            workers = torch.get_num_threads() if device.type == "cpu" else 1
         chunks = -(-n // self.chunk)
         workers = max(1, min(int(workers), chunks))
         if workers == 1:

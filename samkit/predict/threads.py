@@ -254,10 +254,24 @@ def cpu_policy(kind: str = "work", device: torch.device | str = "cpu") -> Iterat
         torch.set_num_threads(before)
 
 
-def run_on_one_thread_each(calls: list[Callable[[], Any]]) -> list[Any]:
-    """Run the callables at the same time, each in its own thread with one torch thread (the
-    first in the calling thread); return their results in order. The calling thread's torch
-    thread count is restored; the first exception is raised after all have finished.
+#: at most this many parts side by side (:func:`split_threads`): more Python threads would
+#: queue on the interpreter lock between their torch ops
+MAX_PARTS = 4
+
+
+def split_threads(threads: int) -> tuple[int, int]:
+    """``(parts, torch threads per part)`` for work split over ``threads`` torch threads:
+    one thread per part up to :data:`MAX_PARTS` parts, the rest shared out among them."""
+    threads = max(1, int(threads))
+    parts = min(threads, MAX_PARTS)
+    return parts, threads // parts
+
+
+def run_in_threads(calls: list[Callable[[], Any]], torch_threads: int = 1) -> list[Any]:
+    """Run the callables at the same time, each in its own thread with ``torch_threads`` torch
+    threads (the first in the calling thread); return their results in order. The calling
+    thread's torch thread count is restored; the first exception is raised after all have
+    finished.
 
     For work made of many small products (a decoder's per-prompt work): split across threads,
     it keeps the cores busy where one torch op at a time on all cores waits on its own
@@ -268,7 +282,7 @@ def run_on_one_thread_each(calls: list[Callable[[], Any]]) -> list[Any]:
 
     def run(i: int) -> None:
         try:
-            torch.set_num_threads(1)
+            torch.set_num_threads(torch_threads)
             results[i] = calls[i]()
         except BaseException as exc:  # noqa: BLE001 (re-raised in the calling thread)
             errors[i] = exc

@@ -178,7 +178,7 @@ def test_busy_ticks_read_this_machine():
     assert own2 > own and busy2 - busy >= own2 - own - 1
 
 
-def test_run_on_one_thread_each_gives_results_in_order_on_one_thread():
+def test_run_in_threads_gives_results_in_order_on_one_thread():
     import threading
 
     before = torch.get_num_threads()
@@ -193,16 +193,24 @@ def test_run_on_one_thread_each_gives_results_in_order_on_one_thread():
 
         return run
 
-    assert runtime.run_on_one_thread_each([call(i) for i in range(3)]) == [0, 10, 20]
+    assert runtime.run_in_threads([call(i) for i in range(3)]) == [0, 10, 20]
     assert sorted(i for i, _, _ in seen) == [0, 1, 2]
     assert all(n == 1 for _, n, _ in seen)
     assert len({ident for _, _, ident in seen}) == 3  # each in its own thread
     assert dict((i, ident) for i, _, ident in seen)[0] == threading.get_ident()  # first here
     assert torch.get_num_threads() == before
-    assert runtime.run_on_one_thread_each([]) == []
+    assert runtime.run_in_threads([]) == []
 
 
-def test_run_on_one_thread_each_raises_after_all_have_finished():
+def test_split_threads_one_per_part_up_to_the_cap():
+    assert runtime.split_threads(1) == (1, 1)
+    assert runtime.split_threads(2) == (2, 1)
+    assert runtime.split_threads(runtime.MAX_PARTS) == (runtime.MAX_PARTS, 1)
+    assert runtime.split_threads(16) == (runtime.MAX_PARTS, 16 // runtime.MAX_PARTS)
+    assert runtime.split_threads(0) == (1, 1)
+
+
+def test_run_in_threads_raises_after_all_have_finished():
     before = torch.get_num_threads()
     done = []
 
@@ -216,7 +224,7 @@ def test_run_on_one_thread_each_raises_after_all_have_finished():
         done.append(1)
 
     with pytest.raises(ValueError, match="part 1 failed"):
-        runtime.run_on_one_thread_each([slow, bad, slow])
+        runtime.run_in_threads([slow, bad, slow])
     assert done == [1, 1] and torch.get_num_threads() == before
 
 
@@ -262,3 +270,9 @@ def test_sam2_and_sam_predictors_run_under_the_policy(fake_machine, monkeypatch)
     finally:
         torch.set_num_threads(before)
     assert seen == {"sam2 encoder": [1], "sam2 prompts": [1, 1], "sam prompts": [1]}
+
+
+def test_run_in_threads_gives_each_part_its_torch_threads():
+    before = torch.get_num_threads()
+    seen = runtime.run_in_threads([torch.get_num_threads] * 2, torch_threads=2)
+    assert seen == [2, 2] and torch.get_num_threads() == before
