@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .common import conv_to_tokens
+
 
 def _pool2x(x: torch.Tensor, stride: int) -> torch.Tensor:
     """Max-pool a ``B x H x W x C`` grid by ``stride`` (floor, no padding)."""
@@ -209,4 +211,4 @@ class _PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(3, embed_dim, kernel_size=7, stride=4, padding=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)
+        return conv_to_tokens(self.proj, x)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import rel_pos_attention, relative_position_table
-from .common import LayerNorm2d, MLPBlock, pad_with
+from .common import LayerNorm2d, MLPBlock, conv_to_tokens, pad_with
 
 
 class PatchEmbed(nn.Module):
@@ -26,7 +26,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)
+        return conv_to_tokens(self.proj, x)
 
 
 class Attention(nn.Module):

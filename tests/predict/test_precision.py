@@ -238,6 +238,25 @@ def test_windowed_projection_gets_contiguous_tokens(tiny_sam):
     assert seen == [True]
 
 
+def test_patch_embeddings_are_contiguous_tokens(tiny_sam):
+    """ViT's and Hiera's patch embeddings hand the blocks contiguous B x H x W x C tokens with
+    the plain convolution's values (a permuted NCHW map makes every later elementwise op and
+    layer norm gather across the map)."""
+    from tests.sam2_helpers import TINY, seeded_sam2
+
+    torch.manual_seed(2)
+    for embed, size in (
+        (tiny_sam.image_encoder.patch_embed, tiny_sam.image_encoder.img_size),
+        (seeded_sam2(TINY).image_encoder.trunk.patch_embed, 64),
+    ):
+        x = torch.randn(1, 3, size, size)
+        with torch.inference_mode():
+            tokens = embed(x)
+            want = embed.proj(x).permute(0, 2, 3, 1)
+        assert tokens.is_contiguous()
+        torch.testing.assert_close(tokens, want, atol=1e-5, rtol=1e-5)
+
+
 def _reference_tinyvit_block(block, x, size):
     """MobileSAM's formulation: zero-pad, partition, norm + attention, unpartition, crop."""
     h, w = size
