@@ -101,10 +101,12 @@ class EmbeddingCache:
 def encode_batch(
     model: Sam, x: torch.Tensor, dtype: torch.dtype = torch.float32
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-    """Run the image encoder on ``B x 3 x S x S`` preprocessed images, autocasting to ``dtype``
-    (fp32 or bf16); the features (and high-res maps) come out float32."""
+    """Run the image encoder on ``B x 3 x S x S`` preprocessed images under samkit's CPU policy,
+    autocasting to ``dtype`` (fp32 or bf16); the features (and high-res maps) come out float32.
+    SAM 2: :meth:`~samkit.models.Sam2.encode` (``no_mem_embed`` added, high-res maps projected)."""
+    encoder = model.encode if isinstance(model, Sam2) else model.encode_image
     with cpu_policy("encoder", x.device):
-        return encode(model.encode_image, x, "bf16" if dtype == torch.bfloat16 else "fp32")
+        return encode(encoder, x, "bf16" if dtype == torch.bfloat16 else "fp32")
 
 
 @torch.inference_mode()

@@ -24,8 +24,8 @@ from ..errors import ImageError, PromptError
 from ..models.sam2 import Sam2, box_to_points
 from ..models.sam2_decoder import Sam2MaskDecoder
 from .base import ModelPredictMixin
-from .embedding import Embedding
-from .precision import autocast, dtype_of, resolve_precision
+from .embedding import Embedding, encode_batch
+from .precision import dtype_of, resolve_precision
 from .prompt_checks import ObjectPrompt, check_box, check_image, check_mask_input, check_points
 from .sam2_fast_decode import Sam2PointDecoder
 from .threads import cpu_policy
@@ -55,13 +55,8 @@ def encode_images_sam2(
     if not images_rgb:
         return []
     size = model.image_size
-    # samkit's CPU policy, as for SAM's encoders (embedding.encode_batch): load-adapted threads
-    # and malloc reuse
-    with cpu_policy("encoder", model.device):
-        x = torch.cat([model.preprocess(image_tensor(im, model.device)) for im in images_rgb])
-        with autocast(model.device, dtype):
-            embed, (s0, s1) = model.encode(x)
-    embed, s0, s1 = embed.float(), s0.float(), s1.float()
+    x = torch.cat([model.preprocess(image_tensor(im, model.device)) for im in images_rgb])
+    embed, (s0, s1) = encode_batch(model, x, dtype)  # samkit's one encoder call (CPU policy)
     out = []
     for i, im in enumerate(images_rgb):
         one = len(images_rgb) == 1
