@@ -186,8 +186,9 @@ class PointDecoder:
                 :data:`~samkit.predict.threads.MAX_PARTS` parts sharing the threads out; one part
                 on other devices. Per prompt this is mostly small products and passes over a
                 4 MB image-token matrix, which scale poorly across threads; one prompt per
-                thread keeps both cores of a 2-core CPU busy (SAM 2.1 tiny, fp32: ~10.5 -> ~8.7
-                ms a point). The results equal the serial ones up to float rounding.
+                thread keeps both cores of a 2-core CPU busy (SAM 2.1 tiny, fp32: 10.7 -> 8.6
+                ms a point, ``benchmarks/bench_split_decode.py``). The results equal the serial
+                ones up to float rounding.
         Returns:
             ``(iou B x M float32, keep B x M bool, logits K x h x w float32)``, M = 3
             multimask outputs, on the CPU; ``keep`` is ``iou > iou_threshold`` and ``logits``
