@@ -13,8 +13,8 @@ def conv_to_tokens(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     The convolution runs on a channels-last input, so its output is channels-last in memory and
     the permute to ``B x H x W x C`` is a contiguous view. The plain ``conv(x).permute(...)``
     leaves tokens whose channels are ``H * W`` apart: every later elementwise op and layer norm
-    then gathers across the whole map (Hiera-T's first block: two 12 ms copies and two 9 ms adds
-    of its 256 x 256 x 96 tokens). ``benchmarks/bench_split_decode.py``, two runs: ViT-B encoder
+    then gathers across the whole map (in Hiera-T's first block, 256 x 256 x 96 tokens, a
+    profile showed layer-norm copies and residual adds over it). ``benchmarks/bench_split_decode.py``, two runs: ViT-B encoder
     in bf16 3.65-3.77 -> 3.41-3.59 s, Hiera-T in fp32 1.85 -> 1.79-1.83 s. Same values up to the convolution's
     rounding."""
     return conv(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
